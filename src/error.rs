@@ -22,6 +22,9 @@ pub enum Error {
     /// The request cannot apply to the batch in its current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request may succeed if retried later (the message says why).
+    #[error("{0}")]
+    Unavailable(String),
     /// MongoDB failed or is unreachable.
     #[error("mongodb: {0}")]
     Store(#[from] mongodb::error::Error),
@@ -46,7 +49,7 @@ impl Error {
 
     /// Whether retrying the same operation later may succeed (an outage, not a bad request).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Broker(_))
+        matches!(self, Error::Store(_) | Error::Broker(_) | Error::Unavailable(_))
     }
 }
 
@@ -67,6 +70,7 @@ impl From<Error> for tonic::Status {
             }
             Error::NotFound(id) => tonic::Status::not_found(format!("batch {id} not found")),
             Error::FailedPrecondition(message) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(message) => tonic::Status::unavailable(message),
             Error::Store(cause) => {
                 tracing::warn!(error = %cause, "mongodb operation failed");
                 tonic::Status::unavailable("the batch store is unavailable; retry later")

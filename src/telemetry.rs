@@ -14,3 +14,27 @@ pub fn init() {
         builder.init();
     }
 }
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT and exits the process at once on the
+/// second (exit status 130), for operators who do not want to wait for a drain.
+pub async fn shutdown_on_signals(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; only SIGKILL will stop this process");
+        return;
+    };
+    for signal_number in 0.. {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        if signal_number > 0 {
+            tracing::warn!("second signal; exiting now");
+            std::process::exit(130);
+        }
+        tracing::info!("signal received; shutting down gracefully (again to exit now)");
+        shutdown.cancel();
+    }
+}

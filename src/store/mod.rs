@@ -305,37 +305,25 @@ impl Store {
         self.update_live(&batch.id, condition, update).await
     }
 
-    /// Stored results from item `start_index` on, in item order, reading a few chunks at a
-    /// time: chunks not done yet are skipped.
-    pub async fn results(
+    /// The stored results of chunks `chunks` (a range of chunk indexes), in item order; chunks
+    /// without a result yet are skipped. Readers page through a batch a few chunks at a time.
+    pub async fn chunk_results(
         &self,
-        batch: &BatchRecord,
-        start_index: u64,
-        mut each: impl FnMut(ItemResult) -> bool,
-    ) -> Result<()> {
-        const CHUNKS_PER_READ: u64 = 8;
-        let first_chunk = if batch.chunk_size == 0 { 0 } else { start_index / batch.chunk_size as u64 };
-        let mut next = first_chunk.min(batch.counters.chunks_total);
-        while next < batch.counters.chunks_total {
-            let end = (next + CHUNKS_PER_READ).min(batch.counters.chunks_total);
-            let ids: Vec<String> = (next..end).map(|index| chunk_id(&batch.id, index)).collect();
-            let cursor = self.results.find(doc! { "_id": { "$in": &ids } }).await?;
-            let mut docs: Vec<ResultDoc> = cursor.try_collect().await?;
-            docs.sort_by_key(|doc| doc.chunk_index);
-            for doc in docs {
-                for (offset, stored) in doc.outcomes.iter().enumerate() {
-                    let index = doc.first_item as u64 + offset as u64;
-                    if index < start_index {
-                        continue;
-                    }
-                    if !each(ItemResult { index, outcome: outcome_from_bson(stored)? }) {
-                        return Ok(());
-                    }
-                }
+        batch_id: &str,
+        chunks: std::ops::Range<u64>,
+    ) -> Result<Vec<ItemResult>> {
+        let ids: Vec<String> = chunks.map(|index| chunk_id(batch_id, index)).collect();
+        let cursor = self.results.find(doc! { "_id": { "$in": &ids } }).await?;
+        let mut docs: Vec<ResultDoc> = cursor.try_collect().await?;
+        docs.sort_by_key(|doc| doc.chunk_index);
+        let mut results = Vec::new();
+        for doc in docs {
+            for (offset, stored) in doc.outcomes.iter().enumerate() {
+                let index = doc.first_item as u64 + offset as u64;
+                results.push(ItemResult { index, outcome: outcome_from_bson(stored)? });
             }
-            next = end;
         }
-        Ok(())
+        Ok(results)
     }
 
     async fn update_live(

@@ -1,0 +1,217 @@
+//! Creating batches: validate everything, then write the chunks, then the batch document (which
+//! makes it visible), then enqueue one stream message per chunk. A request that fails at any
+//! step before it is queued leaves nothing behind; a retried request with the same idempotency
+//! key gets the batch the first one created.
+use futures::{Stream, StreamExt};
+use mongodb::bson::DateTime;
+use sluice::api;
+use sluice::broker::Broker;
+use sluice::convert::payload_from_api;
+use sluice::model::{validate_item, BatchSpec, BatchState, Chunker, Counters, Limits, NewChunk};
+use sluice::store::{BatchRecord, Store};
+use sluice::tasks::TaskRegistry;
+use sluice::Error;
+use tracing::{info, warn};
+
+/// Chunks written to MongoDB per `insert_many` while a batch streams in.
+const CHUNKS_PER_WRITE: usize = 4;
+
+/// The batch header fields, as every submit path receives them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header<'a> {
+    pub(crate) task: &'a str,
+    pub(crate) params: &'a str,
+    pub(crate) chunk_size: u32,
+    pub(crate) idempotency_key: &'a str,
+}
+
+/// The batch-creating side of the service.
+#[derive(Debug, Clone)]
+pub(crate) struct Batches {
+    pub(crate) store: Store,
+    pub(crate) broker: Broker,
+    pub(crate) registry: TaskRegistry,
+    pub(crate) limits: Limits,
+}
+
+/// A batch being written.
+struct Draft {
+    id: String,
+    spec: BatchSpec,
+    chunker: Chunker,
+    pending: Vec<NewChunk>,
+}
+
+impl Batches {
+    /// Creates a batch from a whole list of items.
+    pub(crate) async fn create(
+        &self,
+        header: Header<'_>,
+        items: Vec<api::Payload>,
+    ) -> Result<BatchRecord, Error> {
+        let spec = self.validate_header(header)?;
+        if items.is_empty() {
+            return Err(Error::invalid("items", "must not be empty"));
+        }
+        if items.len() as u64 > self.limits.max_items_per_batch {
+            return Err(self.too_many_items(items.len() as u64));
+        }
+        let items = items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| self.item(index as u64, item))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(spec, futures::stream::iter(items.into_iter().map(Ok))).await
+    }
+
+    /// Creates a batch from an upload stream whose header was already read.
+    pub(crate) async fn upload<S>(&self, header: Header<'_>, pieces: S) -> Result<BatchRecord, Error>
+    where
+        S: Stream<Item = Result<Vec<api::Payload>, Error>> + Unpin,
+    {
+        let spec = self.validate_header(header)?;
+        let mut next_index = 0_u64;
+        let items = pieces
+            .map(|piece| piece.map(|items| futures::stream::iter(items.into_iter().map(Ok))))
+            .map(|piece| match piece {
+                Ok(items) => items.left_stream(),
+                Err(error) => futures::stream::once(async move { Err(error) }).right_stream(),
+            })
+            .flatten()
+            .map(move |item| {
+                let index = next_index;
+                next_index += 1;
+                item.and_then(|item| self.item(index, item))
+            });
+        self.write(spec, Box::pin(items)).await
+    }
+
+    fn validate_header(&self, header: Header<'_>) -> Result<BatchSpec, Error> {
+        BatchSpec::validate(
+            header.task,
+            header.params,
+            header.chunk_size,
+            header.idempotency_key,
+            &self.limits,
+            &self.registry,
+        )
+    }
+
+    fn item(&self, index: u64, item: api::Payload) -> Result<sluice::model::Payload, Error> {
+        let payload = payload_from_api(item).ok_or_else(|| {
+            Error::invalid(format!("items[{index}]"), "has neither text nor binary set")
+        })?;
+        validate_item(index, &payload, &self.limits)?;
+        Ok(payload)
+    }
+
+    fn too_many_items(&self, count: u64) -> Error {
+        Error::invalid(
+            "items",
+            format!("{count} items is over the limit of {}", self.limits.max_items_per_batch),
+        )
+    }
+
+    /// Writes a validated batch whose items arrive as a stream.
+    async fn write<S>(&self, spec: BatchSpec, items: S) -> Result<BatchRecord, Error>
+    where
+        S: Stream<Item = Result<sluice::model::Payload, Error>> + Unpin,
+    {
+        let id = uuid::Uuid::now_v7().to_string();
+        if let Some(key) = &spec.idempotency_key {
+            if let Some(existing) = self.store.claim_idempotency_key(key, &id).await? {
+                return self.existing_for_key(&existing).await;
+            }
+        }
+        let chunker = Chunker::new(spec.chunk_size, self.limits.max_chunk_bytes);
+        let mut draft = Draft { id, spec, chunker, pending: Vec::new() };
+        match self.fill(&mut draft, items).await {
+            Ok(record) => Ok(record),
+            Err(error) => {
+                self.discard(&draft).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn fill<S>(&self, draft: &mut Draft, mut items: S) -> Result<BatchRecord, Error>
+    where
+        S: Stream<Item = Result<sluice::model::Payload, Error>> + Unpin,
+    {
+        while let Some(item) = items.next().await {
+            let item = item?;
+            if draft.chunker.items_seen() >= self.limits.max_items_per_batch {
+                return Err(self.too_many_items(draft.chunker.items_seen() + 1));
+            }
+            if let Some(chunk) = draft.chunker.push(item) {
+                draft.pending.push(chunk);
+                if draft.pending.len() >= CHUNKS_PER_WRITE {
+                    self.flush(draft).await?;
+                }
+            }
+        }
+        if draft.chunker.items_seen() == 0 {
+            return Err(Error::invalid("items", "must not be empty"));
+        }
+        draft.pending.extend(draft.chunker.finish());
+        self.flush(draft).await?;
+        let now = DateTime::now();
+        let record = BatchRecord {
+            id: draft.id.clone(),
+            task: draft.spec.task.clone(),
+            params: draft.spec.params.to_string(),
+            state: BatchState::Queued,
+            counters: Counters {
+                items_total: draft.chunker.items_seen(),
+                chunks_total: draft.chunker.chunks_closed(),
+                ..Counters::default()
+            },
+            chunk_size: draft.spec.chunk_size,
+            sequence: 1,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            idempotency_key: draft.spec.idempotency_key.clone(),
+        };
+        self.store.insert_batch(&record).await?;
+        self.broker.enqueue_chunks(&record.id, 0..record.counters.chunks_total).await?;
+        info!(
+            batch_id = %record.id,
+            task = %record.task,
+            items = record.counters.items_total,
+            chunks = record.counters.chunks_total,
+            "batch queued"
+        );
+        Ok(record)
+    }
+
+    async fn flush(&self, draft: &mut Draft) -> Result<(), Error> {
+        let chunks = std::mem::take(&mut draft.pending);
+        self.store.insert_chunks(&draft.id, &chunks).await
+    }
+
+    /// Removes what a failed create wrote. Best effort: if MongoDB is down too, the chunks of a
+    /// batch that never got its document are invisible and harmless.
+    async fn discard(&self, draft: &Draft) {
+        if let Err(error) = self.store.delete_batch(&draft.id).await {
+            warn!(batch_id = %draft.id, %error, "cannot remove a rejected batch's chunks");
+        }
+        if let Some(key) = &draft.spec.idempotency_key {
+            if let Err(error) = self.store.release_idempotency_key(key, &draft.id).await {
+                warn!(batch_id = %draft.id, %error, "cannot release an idempotency key");
+            }
+        }
+    }
+
+    async fn existing_for_key(&self, batch_id: &str) -> Result<BatchRecord, Error> {
+        match self.store.get_batch(batch_id).await? {
+            Some(record) => {
+                info!(batch_id, "idempotency key matched an existing batch");
+                Ok(record)
+            }
+            None => Err(Error::Unavailable(
+                "a batch with this idempotency_key is still being created; retry".to_owned(),
+            )),
+        }
+    }
+}
