@@ -11,10 +11,18 @@ use crate::store::Store;
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// Redis URL.
-    #[arg(long, env = "SLUICE_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "SLUICE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// MongoDB URL.
-    #[arg(long, env = "SLUICE_MONGO_URL", default_value = "mongodb://127.0.0.1:27017")]
+    #[arg(
+        long,
+        env = "SLUICE_MONGO_URL",
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
     pub mongo_url: String,
     /// MongoDB database name.
     #[arg(long, env = "SLUICE_MONGO_DB", default_value = "sluice")]

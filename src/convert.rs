@@ -122,12 +122,19 @@ mod tests {
         let ts = timestamp(DateTime::from_millis(1_700_000_000_123));
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_000_000));
         let before_epoch = timestamp(DateTime::from_millis(-1));
-        assert_eq!((before_epoch.seconds, before_epoch.nanos), (-1, 999_000_000));
+        assert_eq!(
+            (before_epoch.seconds, before_epoch.nanos),
+            (-1, 999_000_000)
+        );
     }
 
     #[test]
     fn states_map_both_ways() {
-        for state in [BatchState::Queued, BatchState::Cancelled, BatchState::Failed] {
+        for state in [
+            BatchState::Queued,
+            BatchState::Cancelled,
+            BatchState::Failed,
+        ] {
             assert_eq!(state_from_api(api::BatchState::from(state)), Some(state));
         }
         assert!(is_terminal(api::BatchState::Succeeded));

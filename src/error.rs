@@ -44,12 +44,18 @@ pub enum Error {
 impl Error {
     /// Builds an [`Error::Invalid`] for `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), message: message.into() }
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Whether retrying the same operation later may succeed (an outage, not a bad request).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Broker(_) | Error::Unavailable(_))
+        matches!(
+            self,
+            Error::Store(_) | Error::Broker(_) | Error::Unavailable(_)
+        )
     }
 }
 
@@ -61,7 +67,8 @@ impl From<Error> for tonic::Status {
         use tonic_types::{ErrorDetails, StatusExt};
         match error {
             Error::Invalid { field, message } => {
-                let details = ErrorDetails::with_bad_request_violation(field.clone(), message.clone());
+                let details =
+                    ErrorDetails::with_bad_request_violation(field.clone(), message.clone());
                 tonic::Status::with_error_details(
                     tonic::Code::InvalidArgument,
                     format!("{field}: {message}"),

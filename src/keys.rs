@@ -14,7 +14,9 @@ pub struct Keys {
 impl Keys {
     /// Names under `prefix` (`SLUICE_KEY_PREFIX`, default `sluice`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys {
+            prefix: prefix.into(),
+        }
     }
 
     /// The prefix itself.
@@ -25,6 +27,11 @@ impl Keys {
     /// The stream of chunk messages workers read: `{prefix}:chunks`.
     pub fn chunk_stream(&self) -> String {
         format!("{{{}}}:chunks", self.prefix)
+    }
+
+    /// The lock that serializes updates of one batch: `{prefix}:lock:<batch id>`.
+    pub fn batch_lock(&self, batch_id: &str) -> String {
+        format!("{{{}}}:lock:{batch_id}", self.prefix)
     }
 
     /// The Pub/Sub channel progress events are published on: `{prefix}:events`.
@@ -42,5 +49,6 @@ mod tests {
         let keys = Keys::new("t1");
         assert_eq!(keys.chunk_stream(), "{t1}:chunks");
         assert_eq!(keys.event_channel(), "{t1}:events");
+        assert_eq!(keys.batch_lock("b"), "{t1}:lock:b");
     }
 }

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod progress;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;

@@ -24,7 +24,10 @@ pub enum BatchState {
 impl BatchState {
     /// Whether no further change can happen.
     pub fn is_terminal(self) -> bool {
-        matches!(self, BatchState::Succeeded | BatchState::Failed | BatchState::Cancelled)
+        matches!(
+            self,
+            BatchState::Succeeded | BatchState::Failed | BatchState::Cancelled
+        )
     }
 
     /// The name stored in MongoDB.
@@ -56,7 +59,10 @@ impl FromStr for BatchState {
             "failed" => BatchState::Failed,
             "cancelled" => BatchState::Cancelled,
             other => {
-                return Err(Error::Corrupt { what: "batch state", detail: other.to_owned() });
+                return Err(Error::Corrupt {
+                    what: "batch state",
+                    detail: other.to_owned(),
+                });
             }
         })
     }
@@ -166,7 +172,10 @@ impl BatchSpec {
     ) -> Result<BatchSpec> {
         let Some(task_impl) = registry.get(task) else {
             let known = registry.names().collect::<Vec<_>>().join(", ");
-            return Err(Error::invalid("task", format!("unknown task {task:?} (known: {known})")));
+            return Err(Error::invalid(
+                "task",
+                format!("unknown task {task:?} (known: {known})"),
+            ));
         };
         let params_value: serde_json::Value = if params.trim().is_empty() {
             serde_json::Value::Object(Default::default())
@@ -177,7 +186,9 @@ impl BatchSpec {
         if !params_value.is_object() {
             return Err(Error::invalid("params", "must be a JSON object"));
         }
-        task_impl.validate(&params_value).map_err(|message| Error::invalid("params", message))?;
+        task_impl
+            .validate(&params_value)
+            .map_err(|message| Error::invalid("params", message))?;
         let chunk_size = match chunk_size {
             0 => limits.default_chunk_size,
             size if size > limits.max_chunk_size => {
@@ -192,7 +203,10 @@ impl BatchSpec {
         if idempotency_key.len() > MAX_KEY_BYTES {
             return Err(Error::invalid(
                 "idempotency_key",
-                format!("{} bytes is over the limit of {MAX_KEY_BYTES}", idempotency_key.len()),
+                format!(
+                    "{} bytes is over the limit of {MAX_KEY_BYTES}",
+                    idempotency_key.len()
+                ),
             ));
         }
         Ok(BatchSpec {
@@ -209,7 +223,11 @@ pub fn validate_item(index: u64, item: &Payload, limits: &Limits) -> Result<()> 
     if item.len() > limits.max_item_bytes {
         return Err(Error::invalid(
             format!("items[{index}]"),
-            format!("{} bytes is over the limit of {} bytes", item.len(), limits.max_item_bytes),
+            format!(
+                "{} bytes is over the limit of {} bytes",
+                item.len(),
+                limits.max_item_bytes
+            ),
         ));
     }
     Ok(())
@@ -254,13 +272,12 @@ impl Chunker {
 
     /// Adds an item; returns the chunk it closed, if any.
     pub fn push(&mut self, item: Payload) -> Option<NewChunk> {
-        let closed = if !self.current.is_empty()
-            && self.current_bytes + item.len() > self.max_chunk_bytes
-        {
-            self.take()
-        } else {
-            None
-        };
+        let closed =
+            if !self.current.is_empty() && self.current_bytes + item.len() > self.max_chunk_bytes {
+                self.take()
+            } else {
+                None
+            };
         self.current_bytes += item.len();
         self.current.push(item);
         if closed.is_none() && self.current.len() >= self.chunk_size {
@@ -289,7 +306,11 @@ impl Chunker {
             return None;
         }
         let items = std::mem::take(&mut self.current);
-        let chunk = NewChunk { index: self.next_index, first_item: self.next_first_item, items };
+        let chunk = NewChunk {
+            index: self.next_index,
+            first_item: self.next_first_item,
+            items,
+        };
         self.next_index += 1;
         self.next_first_item += chunk.items.len() as u64;
         self.current_bytes = 0;
@@ -316,8 +337,14 @@ mod tests {
         let mut chunker = Chunker::new(2, 1 << 20);
         let chunks = chunk_all(&mut chunker, vec![text("a"), text("b"), text("c")]);
         assert_eq!(chunks.len(), 2);
-        assert_eq!((chunks[0].index, chunks[0].first_item, chunks[0].items.len()), (0, 0, 2));
-        assert_eq!((chunks[1].index, chunks[1].first_item, chunks[1].items.len()), (1, 2, 1));
+        assert_eq!(
+            (chunks[0].index, chunks[0].first_item, chunks[0].items.len()),
+            (0, 0, 2)
+        );
+        assert_eq!(
+            (chunks[1].index, chunks[1].first_item, chunks[1].items.len()),
+            (1, 2, 1)
+        );
         assert_eq!(chunker.items_seen(), 3);
     }
 
@@ -332,7 +359,10 @@ mod tests {
     #[test]
     fn closes_early_on_bytes() {
         let mut chunker = Chunker::new(100, 5);
-        let chunks = chunk_all(&mut chunker, vec![text("aaa"), text("bbb"), text("cccccccc")]);
+        let chunks = chunk_all(
+            &mut chunker,
+            vec![text("aaa"), text("bbb"), text("cccccccc")],
+        );
         let sizes: Vec<usize> = chunks.iter().map(|c| c.items.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert_eq!(chunks[2].first_item, 2);
@@ -354,8 +384,16 @@ mod tests {
 
     #[test]
     fn item_over_the_limit_names_its_index() {
-        let limits = Limits { max_item_bytes: 3, ..Limits::default() };
-        let error = validate_item(7, &text("abcd"), &limits).err().map(|e| e.to_string());
-        assert_eq!(error.as_deref(), Some("items[7]: 4 bytes is over the limit of 3 bytes"));
+        let limits = Limits {
+            max_item_bytes: 3,
+            ..Limits::default()
+        };
+        let error = validate_item(7, &text("abcd"), &limits)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("items[7]: 4 bytes is over the limit of 3 bytes")
+        );
     }
 }

@@ -7,7 +7,9 @@
 pub fn init() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SLUICE_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -19,9 +21,10 @@ pub fn init() {
 /// second (exit status 130), for operators who do not want to wait for a drain.
 pub async fn shutdown_on_signals(shutdown: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; only SIGKILL will stop this process");
         return;
     };

@@ -30,6 +30,7 @@ pub(crate) struct Header<'a> {
 pub(crate) struct Batches {
     pub(crate) store: Store,
     pub(crate) broker: Broker,
+    pub(crate) progress: sluice::progress::Progress,
     pub(crate) registry: TaskRegistry,
     pub(crate) limits: Limits,
 }
@@ -61,11 +62,16 @@ impl Batches {
             .enumerate()
             .map(|(index, item)| self.item(index as u64, item))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(spec, futures::stream::iter(items.into_iter().map(Ok))).await
+        self.write(spec, futures::stream::iter(items.into_iter().map(Ok)))
+            .await
     }
 
     /// Creates a batch from an upload stream whose header was already read.
-    pub(crate) async fn upload<S>(&self, header: Header<'_>, pieces: S) -> Result<BatchRecord, Error>
+    pub(crate) async fn upload<S>(
+        &self,
+        header: Header<'_>,
+        pieces: S,
+    ) -> Result<BatchRecord, Error>
     where
         S: Stream<Item = Result<Vec<api::Payload>, Error>> + Unpin,
     {
@@ -108,7 +114,10 @@ impl Batches {
     fn too_many_items(&self, count: u64) -> Error {
         Error::invalid(
             "items",
-            format!("{count} items is over the limit of {}", self.limits.max_items_per_batch),
+            format!(
+                "{count} items is over the limit of {}",
+                self.limits.max_items_per_batch
+            ),
         )
     }
 
@@ -124,7 +133,12 @@ impl Batches {
             }
         }
         let chunker = Chunker::new(spec.chunk_size, self.limits.max_chunk_bytes);
-        let mut draft = Draft { id, spec, chunker, pending: Vec::new() };
+        let mut draft = Draft {
+            id,
+            spec,
+            chunker,
+            pending: Vec::new(),
+        };
         match self.fill(&mut draft, items).await {
             Ok(record) => Ok(record),
             Err(error) => {
@@ -174,7 +188,9 @@ impl Batches {
             idempotency_key: draft.spec.idempotency_key.clone(),
         };
         self.store.insert_batch(&record).await?;
-        self.broker.enqueue_chunks(&record.id, 0..record.counters.chunks_total).await?;
+        self.broker
+            .enqueue_chunks(&record.id, 0..record.counters.chunks_total)
+            .await?;
         info!(
             batch_id = %record.id,
             task = %record.task,

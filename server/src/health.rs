@@ -21,7 +21,11 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) async fn set(reporter: &HealthReporter, status: ServingStatus) {
     match status {
         ServingStatus::Serving => reporter.set_serving::<BatchServiceServer<Service>>().await,
-        _ => reporter.set_not_serving::<BatchServiceServer<Service>>().await,
+        _ => {
+            reporter
+                .set_not_serving::<BatchServiceServer<Service>>()
+                .await
+        }
     }
     reporter.set_service_status("", status).await;
 }
@@ -43,7 +47,11 @@ pub(crate) async fn monitor(
                 info!("redis and mongodb reachable; serving");
                 set(&reporter, ServingStatus::Serving).await;
             } else {
-                warn!(mongo_ok = matches!(mongo, Ok(Ok(()))), redis_ok = matches!(redis, Ok(Ok(()))), "store unreachable; not serving");
+                warn!(
+                    mongo_ok = matches!(mongo, Ok(Ok(()))),
+                    redis_ok = matches!(redis, Ok(Ok(()))),
+                    "store unreachable; not serving"
+                );
                 set(&reporter, ServingStatus::NotServing).await;
             }
             serving = Some(healthy);

@@ -36,7 +36,10 @@ pub(crate) struct Slot {
 impl Slot {
     fn offer(&self, event: &BatchEvent) {
         let mut latest = lock(&self.latest);
-        if latest.as_ref().is_none_or(|held| event.sequence > held.sequence) {
+        if latest
+            .as_ref()
+            .is_none_or(|held| event.sequence > held.sequence)
+        {
             *latest = Some(event.clone());
             drop(latest);
             self.notify.notify_one();
@@ -79,25 +82,40 @@ impl Drop for Registration {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave their data half-updated (each critical
     // section is a single assignment or push), so a poisoned lock is still usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {
     pub(crate) fn new(store: Store) -> Arc<Hub> {
-        Arc::new(Hub { store, watchers: Mutex::new(HashMap::new()) })
+        Arc::new(Hub {
+            store,
+            watchers: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Registers a watcher of `batch_id`. Register before reading the snapshot, so no event
     /// published in between is missed.
     pub(crate) fn register(self: &Arc<Self>, batch_id: &str) -> Registration {
         let slot = Arc::new(Slot::default());
-        lock(&self.watchers).entry(batch_id.to_owned()).or_default().push(slot.clone());
-        Registration { hub: self.clone(), batch_id: batch_id.to_owned(), slot }
+        lock(&self.watchers)
+            .entry(batch_id.to_owned())
+            .or_default()
+            .push(slot.clone());
+        Registration {
+            hub: self.clone(),
+            batch_id: batch_id.to_owned(),
+            slot,
+        }
     }
 
     /// Offers an event to every watcher of its batch.
     pub(crate) fn deliver(&self, event: &BatchEvent) {
-        let slots = lock(&self.watchers).get(&event.batch_id).cloned().unwrap_or_default();
+        let slots = lock(&self.watchers)
+            .get(&event.batch_id)
+            .cloned()
+            .unwrap_or_default();
         for slot in slots {
             slot.offer(event);
         }
@@ -116,7 +134,9 @@ impl Hub {
         }
         for group in batch_ids.chunks(500) {
             match self.store.get_batches(group).await {
-                Ok(records) => records.iter().for_each(|record| self.deliver(&snapshot_event(record))),
+                Ok(records) => records
+                    .iter()
+                    .for_each(|record| self.deliver(&snapshot_event(record))),
                 Err(error) => warn!(%error, "cannot refresh watched batches"),
             }
         }
@@ -167,7 +187,11 @@ mod tests {
     use super::*;
 
     fn event(sequence: u64) -> BatchEvent {
-        BatchEvent { batch_id: "b".into(), sequence, ..Default::default() }
+        BatchEvent {
+            batch_id: "b".into(),
+            sequence,
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -55,35 +55,56 @@ pub async fn run(
     let store = Store::connect(&connection.mongo_url, &connection.mongo_db).await?;
     store.ensure_indexes().await?;
     let keys = Keys::new(&connection.key_prefix);
-    let broker = Broker::new(sluice::broker::connect(&connection.redis_url).await?, keys.clone());
+    let broker = Broker::new(
+        sluice::broker::connect(&connection.redis_url).await?,
+        keys.clone(),
+    );
     broker.ensure_group().await?;
 
-    let subscriber = sluice::broker::redis_builder(&connection.redis_url)?.build_subscriber_client()?;
+    let subscriber =
+        sluice::broker::redis_builder(&connection.redis_url)?.build_subscriber_client()?;
     subscriber.init().await?;
     let _resubscriber = AbortOnDrop(subscriber.manage_subscriptions());
     subscriber.subscribe(keys.event_channel()).await?;
 
     let tasks = TaskTracker::new();
     let hub = hub::Hub::new(store.clone());
-    tasks.spawn(hub.clone().run(subscriber, config.watch_poll_interval(), shutdown.clone()));
+    tasks.spawn(
+        hub.clone()
+            .run(subscriber, config.watch_poll_interval(), shutdown.clone()),
+    );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
-    tasks.spawn(health::monitor(reporter, store.clone(), broker.clone(), shutdown.clone()));
+    tasks.spawn(health::monitor(
+        reporter,
+        store.clone(),
+        broker.clone(),
+        shutdown.clone(),
+    ));
 
     let service = service::Service {
         batches: batches::Batches {
             store: store.clone(),
+            progress: sluice::progress::Progress::new(store.clone(), broker.clone()),
             broker,
             registry: TaskRegistry::builtin(),
             limits: config.limits(),
         },
-        watches: watch::Watches { store, hub: hub.clone(), tasks: tasks.clone(), shutdown: shutdown.clone() },
+        watches: watch::Watches {
+            store,
+            hub: hub.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        },
         max_message_bytes: config.max_message_bytes,
     };
     // tonic's own decoding cap sits above ours so an oversized batch gets our INVALID_ARGUMENT,
     // which names the limit, rather than a bare transport error.
-    let decoding_cap = config.max_message_bytes.saturating_mul(2).saturating_add(1 << 20);
+    let decoding_cap = config
+        .max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(1 << 20);
     let batch_service = BatchServiceServer::new(service).max_decoding_message_size(decoding_cap);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sluice::api::FILE_DESCRIPTOR_SET)

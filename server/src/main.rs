@@ -15,5 +15,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(sluice::telemetry::shutdown_on_signals(shutdown.clone()));
-    sluice_server::run(config, listener, shutdown).await.context("sluice-server failed")
+    sluice_server::run(config, listener, shutdown)
+        .await
+        .context("sluice-server failed")
 }

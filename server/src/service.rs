@@ -43,7 +43,10 @@ impl Service {
         if size > self.max_message_bytes {
             return Err(Error::invalid(
                 "request",
-                format!("{size} bytes is over the limit of {} bytes; use UploadBatch", self.max_message_bytes),
+                format!(
+                    "{size} bytes is over the limit of {} bytes; use UploadBatch",
+                    self.max_message_bytes
+                ),
             ));
         }
         Ok(())
@@ -51,7 +54,10 @@ impl Service {
 
     async fn get_record(&self, batch_id: &str) -> Result<sluice::store::BatchRecord, Error> {
         let batch_id = parse_batch_id(batch_id)?;
-        self.store().get_batch(&batch_id).await?.ok_or(Error::NotFound(batch_id))
+        self.store()
+            .get_batch(&batch_id)
+            .await?
+            .ok_or(Error::NotFound(batch_id))
     }
 }
 
@@ -59,7 +65,12 @@ impl Service {
 fn parse_batch_id(batch_id: &str) -> Result<String, Error> {
     uuid::Uuid::parse_str(batch_id)
         .map(|id| id.hyphenated().to_string())
-        .map_err(|_| Error::invalid("batch_id", format!("{batch_id:?} is not a batch id (a UUID)")))
+        .map_err(|_| {
+            Error::invalid(
+                "batch_id",
+                format!("{batch_id:?} is not a batch id (a UUID)"),
+            )
+        })
 }
 
 fn decode_state(state: i32) -> Result<Option<sluice::model::BatchState>, Error> {
@@ -109,8 +120,8 @@ impl BatchService for Service {
         let record = self.batches.create(header, request.items.clone()).await?;
         tracing::Span::current().record("batch_id", record.id.as_str());
         let events = self.watches.open(&record.id, 0).await?;
-        Ok(Response::new(stream_of(events, |event| api::SubmitBatchResponse {
-            event: Some(event),
+        Ok(Response::new(stream_of(events, |event| {
+            api::SubmitBatchResponse { event: Some(event) }
         })))
     }
 
@@ -129,7 +140,9 @@ impl BatchService for Service {
         };
         let record = self.batches.create(header, request.items.clone()).await?;
         tracing::Span::current().record("batch_id", record.id.as_str());
-        Ok(Response::new(api::CreateBatchResponse { batch: Some((&record).into()) }))
+        Ok(Response::new(api::CreateBatchResponse {
+            batch: Some((&record).into()),
+        }))
     }
 
     #[instrument(skip_all, fields(batch_id))]
@@ -139,15 +152,26 @@ impl BatchService for Service {
     ) -> Result<Response<api::UploadBatchResponse>, Status> {
         let mut messages = request.into_inner();
         let first = messages.next().await.ok_or_else(|| {
-            Status::from(Error::invalid("header", "the stream must start with a header"))
+            Status::from(Error::invalid(
+                "header",
+                "the stream must start with a header",
+            ))
         })??;
         let Some(Content::Header(header)) = first.content else {
             return Err(Error::invalid("header", "the first message must carry the header").into());
         };
         let pieces = messages.map(|message| match message {
-            Ok(api::UploadBatchRequest { content: Some(Content::Items(piece)) }) => Ok(piece.items),
-            Ok(_) => Err(Error::invalid("items", "every message after the first must carry items")),
-            Err(status) => Err(Error::Unavailable(format!("upload stream failed: {}", status.message()))),
+            Ok(api::UploadBatchRequest {
+                content: Some(Content::Items(piece)),
+            }) => Ok(piece.items),
+            Ok(_) => Err(Error::invalid(
+                "items",
+                "every message after the first must carry items",
+            )),
+            Err(status) => Err(Error::Unavailable(format!(
+                "upload stream failed: {}",
+                status.message()
+            ))),
         });
         let header = Header {
             task: &header.task,
@@ -157,7 +181,9 @@ impl BatchService for Service {
         };
         let record = self.batches.upload(header, pieces).await?;
         tracing::Span::current().record("batch_id", record.id.as_str());
-        Ok(Response::new(api::UploadBatchResponse { batch: Some((&record).into()) }))
+        Ok(Response::new(api::UploadBatchResponse {
+            batch: Some((&record).into()),
+        }))
     }
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]
@@ -168,8 +194,8 @@ impl BatchService for Service {
         let request = request.into_inner();
         let batch_id = parse_batch_id(&request.batch_id)?;
         let events = self.watches.open(&batch_id, request.after_sequence).await?;
-        Ok(Response::new(stream_of(events, |event| api::WatchBatchResponse {
-            event: Some(event),
+        Ok(Response::new(stream_of(events, |event| {
+            api::WatchBatchResponse { event: Some(event) }
         })))
     }
 
@@ -179,7 +205,9 @@ impl BatchService for Service {
         request: Request<api::GetBatchRequest>,
     ) -> Result<Response<api::GetBatchResponse>, Status> {
         let record = self.get_record(&request.get_ref().batch_id).await?;
-        Ok(Response::new(api::GetBatchResponse { batch: Some((&record).into()) }))
+        Ok(Response::new(api::GetBatchResponse {
+            batch: Some((&record).into()),
+        }))
     }
 
     #[instrument(skip_all)]
@@ -201,7 +229,10 @@ impl BatchService for Service {
         };
         let state = decode_state(request.state)?;
         let before = decode_page_token(&request.page_token)?;
-        let records = self.store().list_batches(state, before.as_deref(), page_size + 1).await?;
+        let records = self
+            .store()
+            .list_batches(state, before.as_deref(), page_size + 1)
+            .await?;
         let has_more = records.len() > page_size as usize;
         let page: Vec<_> = records.into_iter().take(page_size as usize).collect();
         let next_page_token = match page.last() {
@@ -220,7 +251,7 @@ impl BatchService for Service {
         request: Request<api::CancelBatchRequest>,
     ) -> Result<Response<api::CancelBatchResponse>, Status> {
         let batch_id = parse_batch_id(&request.get_ref().batch_id)?;
-        let record = match self.store().cancel(&batch_id).await? {
+        let record = match self.batches.progress.cancel(&batch_id).await? {
             sluice::store::CancelOutcome::Cancelled(record) => {
                 let event = sluice::convert::event_of(&record, sluice::convert::now_timestamp());
                 if let Err(error) = self.batches.broker.publish_event(&event).await {
@@ -232,7 +263,9 @@ impl BatchService for Service {
             }
             sluice::store::CancelOutcome::AlreadyCancelled(record) => record,
         };
-        Ok(Response::new(api::CancelBatchResponse { batch: Some((&record).into()) }))
+        Ok(Response::new(api::CancelBatchResponse {
+            batch: Some((&record).into()),
+        }))
     }
 
     #[instrument(skip_all, fields(batch_id = %request.get_ref().batch_id))]
@@ -266,8 +299,10 @@ impl BatchService for Service {
                         Ok(output) => api::list_results_response::Outcome::Output(output.into()),
                         Err(error) => api::list_results_response::Outcome::Error(error),
                     };
-                    let response =
-                        api::ListResultsResponse { index: result.index, outcome: Some(outcome) };
+                    let response = api::ListResultsResponse {
+                        index: result.index,
+                        outcome: Some(outcome),
+                    };
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => return,
@@ -317,7 +352,10 @@ mod tests {
     fn page_tokens_are_checked() {
         assert_eq!(decode_page_token("").ok(), Some(None));
         let id = "0190b6b5-0f6e-7c5e-9a3e-0123456789ab";
-        assert_eq!(decode_page_token(&format!("v1:{id}")).ok(), Some(Some(id.to_owned())));
+        assert_eq!(
+            decode_page_token(&format!("v1:{id}")).ok(),
+            Some(Some(id.to_owned()))
+        );
         assert!(decode_page_token(id).is_err());
         assert!(decode_page_token("v1:tampered").is_err());
     }
@@ -330,7 +368,10 @@ mod tests {
 
     #[test]
     fn message_size_counts_the_encoding() {
-        let request = api::CreateBatchRequest { task: "echo".into(), ..Default::default() };
+        let request = api::CreateBatchRequest {
+            task: "echo".into(),
+            ..Default::default()
+        };
         assert_eq!(request.encoded_len(), 6);
     }
 }

@@ -47,7 +47,13 @@ impl Watches {
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let shutdown = self.shutdown.clone();
         let first = snapshot_event(&snapshot);
-        self.tasks.spawn(produce(registration, first, after_sequence, sender, shutdown));
+        self.tasks.spawn(produce(
+            registration,
+            first,
+            after_sequence,
+            sender,
+            shutdown,
+        ));
         Ok(ReceiverStream::new(receiver))
     }
 }

@@ -123,6 +123,8 @@ pub(super) struct ResultDoc {
     pub(super) first_item: i64,
     pub(super) succeeded: i64,
     pub(super) failed: i64,
+    /// The consumer name of the worker that stored it (for operators and tests).
+    pub(super) worker: String,
     /// One per item: `{o: <payload>}` for an output, `{e: "<message>"}` for an error.
     pub(super) outcomes: Vec<Document>,
 }
@@ -138,9 +140,10 @@ pub(super) struct IdempotencyDoc {
 pub(super) fn payload_to_bson(payload: &Payload) -> Bson {
     match payload {
         Payload::Text(text) => Bson::String(text.clone()),
-        Payload::Binary(bytes) => {
-            Bson::Binary(Binary { subtype: BinarySubtype::Generic, bytes: bytes.clone() })
-        }
+        Payload::Binary(bytes) => Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: bytes.clone(),
+        }),
     }
 }
 
@@ -148,7 +151,10 @@ pub(super) fn payload_from_bson(value: &Bson) -> Result<Payload> {
     match value {
         Bson::String(text) => Ok(Payload::Text(text.clone())),
         Bson::Binary(binary) => Ok(Payload::Binary(binary.bytes.clone())),
-        other => Err(Error::Corrupt { what: "payload", detail: format!("{:?}", other.element_type()) }),
+        other => Err(Error::Corrupt {
+            what: "payload",
+            detail: format!("{:?}", other.element_type()),
+        }),
     }
 }
 
@@ -165,7 +171,10 @@ pub(super) fn outcome_from_bson(stored: &Document) -> Result<ItemOutcome> {
     }
     match stored.get_str("e") {
         Ok(message) => Ok(Err(message.to_owned())),
-        Err(_) => Err(Error::Corrupt { what: "result", detail: format!("{stored}") }),
+        Err(_) => Err(Error::Corrupt {
+            what: "result",
+            detail: format!("{stored}"),
+        }),
     }
 }
 

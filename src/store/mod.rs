@@ -5,7 +5,8 @@
 //! Only what both MongoDB and FerretDB support is used: single-document atomic updates
 //! (`findAndModify` with `$inc`/`$set`), unordered `insert_many`, unique `_id`s. No
 //! transactions: every multi-document step is ordered so that a crash between two writes leaves
-//! a state the next delivery or the reconciler can finish (see docs/reliability.md).
+//! a state the next delivery or the reconciler can finish (see docs/reliability.md). Changes to
+//! a batch document go through [`crate::progress::Progress`], which serializes them.
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -106,7 +107,11 @@ impl Store {
     pub async fn ensure_indexes(&self) -> Result<()> {
         let by_state = IndexModel::builder()
             .keys(doc! { "state": 1, "_id": -1 })
-            .options(IndexOptions::builder().name("state_newest_first".to_owned()).build())
+            .options(
+                IndexOptions::builder()
+                    .name("state_newest_first".to_owned())
+                    .build(),
+            )
             .build();
         self.batches.create_index(by_state).await?;
         Ok(())
@@ -143,8 +148,12 @@ impl Store {
     /// Removes everything stored under a batch id: used when a create or upload fails before
     /// the batch was queued, so a rejected request leaves nothing behind.
     pub async fn delete_batch(&self, batch_id: &str) -> Result<()> {
-        self.chunks.delete_many(doc! { "batch_id": batch_id }).await?;
-        self.results.delete_many(doc! { "batch_id": batch_id }).await?;
+        self.chunks
+            .delete_many(doc! { "batch_id": batch_id })
+            .await?;
+        self.results
+            .delete_many(doc! { "batch_id": batch_id })
+            .await?;
         self.batches.delete_one(doc! { "_id": batch_id }).await?;
         Ok(())
     }
@@ -169,7 +178,9 @@ impl Store {
 
     /// Gives up an idempotency key claimed by a create that then failed.
     pub async fn release_idempotency_key(&self, key: &str, batch_id: &str) -> Result<()> {
-        self.idempotency_keys.delete_one(doc! { "_id": key, "batch_id": batch_id }).await?;
+        self.idempotency_keys
+            .delete_one(doc! { "_id": key, "batch_id": batch_id })
+            .await?;
         Ok(())
     }
 
@@ -181,7 +192,10 @@ impl Store {
 
     /// Several batches at once (missing ids are left out).
     pub async fn get_batches(&self, batch_ids: &[String]) -> Result<Vec<BatchRecord>> {
-        let cursor = self.batches.find(doc! { "_id": { "$in": batch_ids } }).await?;
+        let cursor = self
+            .batches
+            .find(doc! { "_id": { "$in": batch_ids } })
+            .await?;
         let docs: Vec<BatchDoc> = cursor.try_collect().await?;
         docs.into_iter().map(BatchRecord::try_from).collect()
     }
@@ -200,13 +214,18 @@ impl Store {
         if let Some(before_id) = before_id {
             filter.insert("_id", doc! { "$lt": before_id });
         }
-        let cursor = self.batches.find(filter).sort(doc! { "_id": -1 }).limit(limit as i64).await?;
+        let cursor = self
+            .batches
+            .find(filter)
+            .sort(doc! { "_id": -1 })
+            .limit(limit as i64)
+            .await?;
         let docs: Vec<BatchDoc> = cursor.try_collect().await?;
         docs.into_iter().map(BatchRecord::try_from).collect()
     }
 
     /// Moves a live batch to CANCELLED.
-    pub async fn cancel(&self, batch_id: &str) -> Result<CancelOutcome> {
+    pub(crate) async fn cancel(&self, batch_id: &str) -> Result<CancelOutcome> {
         let now = DateTime::now();
         let update = doc! {
             "$set": { "state": BatchState::Cancelled.as_str(), "updated_at": now, "finished_at": now },
@@ -228,31 +247,44 @@ impl Store {
     }
 
     /// Moves a QUEUED batch to RUNNING; `None` if it was not QUEUED.
-    pub async fn mark_running(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+    pub(crate) async fn mark_running(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
         let update = doc! {
             "$set": { "state": BatchState::Running.as_str(), "updated_at": DateTime::now() },
             "$inc": { "sequence": 1 },
         };
-        self.update_one_returning(doc! { "_id": batch_id, "state": "queued" }, update).await
+        self.update_one_returning(doc! { "_id": batch_id, "state": "queued" }, update)
+            .await
     }
 
     /// A chunk's items.
     pub async fn get_chunk(&self, batch_id: &str, index: u64) -> Result<Option<StoredChunk>> {
-        let Some(doc) = self.chunks.find_one(doc! { "_id": chunk_id(batch_id, index) }).await?
+        let Some(doc) = self
+            .chunks
+            .find_one(doc! { "_id": chunk_id(batch_id, index) })
+            .await?
         else {
             return Ok(None);
         };
-        let items = doc.items.iter().map(payload_from_bson).collect::<Result<Vec<_>>>()?;
-        Ok(Some(StoredChunk { index: doc.index as u64, first_item: doc.first_item as u64, items }))
+        let items = doc
+            .items
+            .iter()
+            .map(payload_from_bson)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(StoredChunk {
+            index: doc.index as u64,
+            first_item: doc.first_item as u64,
+            items,
+        }))
     }
 
-    /// Stores a chunk's outcomes, once: `false` if a result for this chunk already exists (an
+    /// Stores a chunk's outcomes, once, noting which worker made them: `false` if a result for this chunk already exists (an
     /// earlier delivery stored it), in which case nothing changes.
     pub async fn insert_result(
         &self,
         batch_id: &str,
         chunk: &StoredChunk,
         outcomes: &[ItemOutcome],
+        worker: &str,
     ) -> Result<bool> {
         let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count() as i64;
         let doc = ResultDoc {
@@ -262,6 +294,7 @@ impl Store {
             first_item: chunk.first_item as i64,
             succeeded: outcomes.len() as i64 - failed,
             failed,
+            worker: worker.to_owned(),
             outcomes: outcomes.iter().map(outcome_to_bson).collect(),
         };
         match self.results.insert_one(doc).await {
@@ -273,7 +306,7 @@ impl Store {
 
     /// Adds one stored chunk's counts to a live batch, atomically, and returns the batch after
     /// the change; `None` if the batch is no longer live (cancelled meanwhile).
-    pub async fn add_chunk_counts(
+    pub(crate) async fn add_chunk_counts(
         &self,
         batch_id: &str,
         succeeded: u64,
@@ -293,9 +326,12 @@ impl Store {
 
     /// Moves a live batch whose every chunk is done to its terminal state (FAILED if any item
     /// failed); `None` if another process already did, or it is not done.
-    pub async fn finish(&self, batch: &BatchRecord) -> Result<Option<BatchRecord>> {
-        let state =
-            if batch.counters.items_failed > 0 { BatchState::Failed } else { BatchState::Succeeded };
+    pub(crate) async fn finish(&self, batch: &BatchRecord) -> Result<Option<BatchRecord>> {
+        let state = if batch.counters.items_failed > 0 {
+            BatchState::Failed
+        } else {
+            BatchState::Succeeded
+        };
         let now = DateTime::now();
         let update = doc! {
             "$set": { "state": state.as_str(), "updated_at": now, "finished_at": now },
@@ -320,7 +356,10 @@ impl Store {
         for doc in docs {
             for (offset, stored) in doc.outcomes.iter().enumerate() {
                 let index = doc.first_item as u64 + offset as u64;
-                results.push(ItemResult { index, outcome: outcome_from_bson(stored)? });
+                results.push(ItemResult {
+                    index,
+                    outcome: outcome_from_bson(stored)?,
+                });
             }
         }
         Ok(results)
@@ -356,7 +395,9 @@ fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     const DUPLICATE_KEY: i32 = 11000;
     match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(write_error)) => write_error.code == DUPLICATE_KEY,
+        ErrorKind::Write(WriteFailure::WriteError(write_error)) => {
+            write_error.code == DUPLICATE_KEY
+        }
         ErrorKind::InsertMany(insert_many) => insert_many
             .write_errors
             .as_ref()

@@ -30,7 +30,10 @@ mod tests {
 
     #[test]
     fn returns_the_item() {
-        assert_eq!(run(&Echo, serde_json::json!({}), &["a b"]), vec![text("a b")]);
+        assert_eq!(
+            run(&Echo, serde_json::json!({}), &["a b"]),
+            vec![text("a b")]
+        );
         assert!(Echo.validate(&serde_json::json!({"x": 1})).is_err());
     }
 }

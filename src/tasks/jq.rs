@@ -42,7 +42,9 @@ impl Task for Jq {
             return Err("filter is required and must be a string".to_owned());
         };
         if code.len() > MAX_FILTER_BYTES {
-            return Err(format!("filter is over the limit of {MAX_FILTER_BYTES} bytes"));
+            return Err(format!(
+                "filter is over the limit of {MAX_FILTER_BYTES} bytes"
+            ));
         }
         let filter = compile(code)?;
         Ok(Box::new(JqProcessor { filter }))
@@ -50,7 +52,9 @@ impl Task for Jq {
 }
 
 fn compile(code: &str) -> Result<JqFilter, String> {
-    let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
@@ -59,18 +63,25 @@ fn compile(code: &str) -> Result<JqFilter, String> {
     let modules = Loader::new(defs)
         .load(&arena, File { code, path: () })
         .map_err(|errors| format!("invalid filter {code:?}: {}", describe_errors(&errors)))?;
-    Compiler::default().with_funs(funs).compile(modules).map_err(|errors| {
-        let undefined: Vec<String> = errors
-            .iter()
-            .flat_map(|(_, undefined)| undefined.iter())
-            .map(|(name, kind)| format!("undefined {} {name}", kind.as_str()))
-            .collect();
-        format!("invalid filter {code:?}: {}", undefined.join(", "))
-    })
+    Compiler::default()
+        .with_funs(funs)
+        .compile(modules)
+        .map_err(|errors| {
+            let undefined: Vec<String> = errors
+                .iter()
+                .flat_map(|(_, undefined)| undefined.iter())
+                .map(|(name, kind)| format!("undefined {} {name}", kind.as_str()))
+                .collect();
+            format!("invalid filter {code:?}: {}", undefined.join(", "))
+        })
 }
 
 fn describe_errors<E: std::fmt::Debug>(errors: &[(File<&str, ()>, E)]) -> String {
-    errors.iter().map(|(_, error)| format!("{error:?}")).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(|(_, error)| format!("{error:?}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 struct JqProcessor {
@@ -109,7 +120,10 @@ mod tests {
         let params = serde_json::json!({"filter": ".a + 1"});
         assert_eq!(run(&Jq, params, &[r#"{"a": 1}"#]), vec![text("2")]);
         let params = serde_json::json!({"filter": ".[] | {x: .}"});
-        assert_eq!(run(&Jq, params, &["[1,2]"]), vec![text("{\"x\":1}\n{\"x\":2}")]);
+        assert_eq!(
+            run(&Jq, params, &["[1,2]"]),
+            vec![text("{\"x\":1}\n{\"x\":2}")]
+        );
         let params = serde_json::json!({"filter": "map(select(. > 1)) | length"});
         assert_eq!(run(&Jq, params, &["[1,2,3]"]), vec![text("2")]);
     }
@@ -118,14 +132,20 @@ mod tests {
     fn item_errors_are_per_item() {
         let params = serde_json::json!({"filter": ".a + 1"});
         let outcomes = run(&Jq, params, &["not json", r#"{"a": "x"}"#, r#"{"a": 2}"#]);
-        assert!(outcomes[0].as_ref().is_err_and(|e| e.starts_with("item is not valid JSON")));
-        assert!(outcomes[1].as_ref().is_err_and(|e| e.starts_with("jq error")));
+        assert!(outcomes[0]
+            .as_ref()
+            .is_err_and(|e| e.starts_with("item is not valid JSON")));
+        assert!(outcomes[1]
+            .as_ref()
+            .is_err_and(|e| e.starts_with("jq error")));
         assert_eq!(outcomes[2], text("3"));
     }
 
     #[test]
     fn rejects_bad_filters_and_impure_builtins() {
-        assert!(Jq.validate(&serde_json::json!({"filter": ".a | | b"})).is_err());
+        assert!(Jq
+            .validate(&serde_json::json!({"filter": ".a | | b"}))
+            .is_err());
         assert!(Jq.validate(&serde_json::json!({"filter": "env"})).is_err());
         assert!(Jq.validate(&serde_json::json!({})).is_err());
         let halted = run(&Jq, serde_json::json!({"filter": "halt"}), &["1"]);

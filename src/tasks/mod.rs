@@ -59,7 +59,9 @@ impl std::fmt::Debug for TaskRegistry {
 impl TaskRegistry {
     /// An empty registry (tests add their own tasks).
     pub fn empty() -> Self {
-        TaskRegistry { tasks: BTreeMap::new() }
+        TaskRegistry {
+            tasks: BTreeMap::new(),
+        }
     }
 
     /// The built-in tasks.
@@ -115,7 +117,9 @@ pub(crate) fn integer_param(
         None => Ok(default),
         Some(value) => match value.as_u64() {
             Some(number) if number <= max => Ok(number),
-            _ => Err(format!("{name} must be an integer from 0 to {max}, got {value}")),
+            _ => Err(format!(
+                "{name} must be an integer from 0 to {max}, got {value}"
+            )),
         },
     }
 }
@@ -130,7 +134,10 @@ pub(crate) fn reject_unknown_params(
     };
     match object.keys().find(|key| !known.contains(&key.as_str())) {
         Some(unknown) if known.is_empty() => Err(format!("takes no params, got {unknown:?}")),
-        Some(unknown) => Err(format!("unknown param {unknown:?} (known: {})", known.join(", "))),
+        Some(unknown) => Err(format!(
+            "unknown param {unknown:?} (known: {})",
+            known.join(", ")
+        )),
         None => Ok(()),
     }
 }
@@ -140,9 +147,16 @@ pub(crate) mod test_support {
     use super::*;
 
     /// Runs `task` with `params` over text items.
-    pub(crate) fn run(task: &dyn Task, params: serde_json::Value, items: &[&str]) -> Vec<ItemOutcome> {
+    pub(crate) fn run(
+        task: &dyn Task,
+        params: serde_json::Value,
+        items: &[&str],
+    ) -> Vec<ItemOutcome> {
         let mut processor = task.processor(&params).expect("valid params");
-        items.iter().map(|item| processor.process(&Payload::Text((*item).to_owned()))).collect()
+        items
+            .iter()
+            .map(|item| processor.process(&Payload::Text((*item).to_owned())))
+            .collect()
     }
 
     pub(crate) fn text(value: &str) -> ItemOutcome {

@@ -30,7 +30,9 @@ impl Task for Sha256 {
         if rounds == 0 {
             return Err("rounds must be at least 1".to_owned());
         }
-        Ok(Box::new(move |item: &Payload| Ok(Payload::Text(digest(item.as_bytes(), rounds)))))
+        Ok(Box::new(move |item: &Payload| {
+            Ok(Payload::Text(digest(item.as_bytes(), rounds)))
+        }))
     }
 }
 
@@ -51,15 +53,25 @@ mod tests {
     #[test]
     fn known_digests() {
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(run(&Sha256, serde_json::json!({}), &["abc"]), vec![text(abc)]);
+        assert_eq!(
+            run(&Sha256, serde_json::json!({}), &["abc"]),
+            vec![text(abc)]
+        );
         let twice = digest(&hex::decode(abc).expect("hex"), 1);
-        assert_eq!(run(&Sha256, serde_json::json!({"rounds": 2}), &["abc"]), vec![text(&twice)]);
+        assert_eq!(
+            run(&Sha256, serde_json::json!({"rounds": 2}), &["abc"]),
+            vec![text(&twice)]
+        );
     }
 
     #[test]
     fn rejects_bad_rounds() {
         assert!(Sha256.validate(&serde_json::json!({"rounds": 0})).is_err());
-        assert!(Sha256.validate(&serde_json::json!({"rounds": "many"})).is_err());
-        assert!(Sha256.validate(&serde_json::json!({"rounds": 2_000_000})).is_err());
+        assert!(Sha256
+            .validate(&serde_json::json!({"rounds": "many"}))
+            .is_err());
+        assert!(Sha256
+            .validate(&serde_json::json!({"rounds": 2_000_000}))
+            .is_err());
     }
 }

@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn echoes_after_sleeping() {
-        assert_eq!(run(&Sleep, serde_json::json!({"ms": 1}), &["x"]), vec![text("x")]);
+        assert_eq!(
+            run(&Sleep, serde_json::json!({"ms": 1}), &["x"]),
+            vec![text("x")]
+        );
         assert!(Sleep.validate(&serde_json::json!({"ms": -1})).is_err());
         assert!(Sleep.validate(&serde_json::json!({"ms": 60_001})).is_err());
     }

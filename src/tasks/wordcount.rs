@@ -26,7 +26,10 @@ impl Task for WordCount {
         Ok(Box::new(|item: &Payload| {
             let text = item_text(item)?;
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            for word in text
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
                 *counts.entry(word.to_lowercase()).or_default() += 1;
             }
             serde_json::to_string(&counts)
@@ -44,7 +47,11 @@ mod tests {
     #[test]
     fn counts_words() {
         assert_eq!(
-            run(&WordCount, serde_json::json!({}), &["The cat, the hat.", ""]),
+            run(
+                &WordCount,
+                serde_json::json!({}),
+                &["The cat, the hat.", ""]
+            ),
             vec![text(r#"{"cat":1,"hat":1,"the":2}"#), text("{}")]
         );
     }

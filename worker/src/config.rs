@@ -25,7 +25,9 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// The consumer name: the configured one, or `worker-<uuid>`.
     pub fn consumer_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("worker-{}", uuid::Uuid::now_v7().simple()))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::now_v7().simple()))
     }
 
     /// The shutdown grace period.

@@ -39,10 +39,16 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
     let connection = &config.connection;
     let store = Store::connect(&connection.mongo_url, &connection.mongo_db).await?;
     let keys = Keys::new(&connection.key_prefix);
-    let broker = Broker::new(sluice::broker::connect(&connection.redis_url).await?, keys);
+    let broker = Broker::connect_reader(&connection.redis_url, keys).await?;
     broker.ensure_group().await?;
     let consumer = config.consumer_name();
-    let context = chunk::ChunkContext { store, broker: broker.clone(), registry: TaskRegistry::builtin() };
+    let context = chunk::ChunkContext {
+        progress: sluice::progress::Progress::new(store.clone(), broker.clone()),
+        store,
+        broker: broker.clone(),
+        registry: TaskRegistry::builtin(),
+        consumer: consumer.clone(),
+    };
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let tasks = TaskTracker::new();
     info!(%consumer, concurrency = config.concurrency, "sluice-worker reading chunks");
@@ -60,7 +66,10 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             permits.push(permit);
         }
-        let messages = match broker.read_chunks(&consumer, permits.len() as u64, READ_BLOCK).await {
+        let messages = match broker
+            .read_chunks(&consumer, permits.len() as u64, READ_BLOCK)
+            .await
+        {
             Ok(messages) => messages,
             Err(error) => {
                 warn!(%error, "cannot read chunks; retrying");
@@ -73,18 +82,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         };
         for (message, permit) in messages.into_iter().zip(permits) {
             let context = context.clone();
-            let broker = broker.clone();
             let span = tracing::info_span!("chunk", batch_id = %message.batch_id, chunk = message.chunk_index);
             tasks.spawn(
                 async move {
                     let _permit = permit;
-                    match context.process(&message).await {
-                        Ok(()) => {
-                            if let Err(error) = broker.ack(&message.entry_id).await {
-                                warn!(%error, "cannot acknowledge chunk; it will be redelivered");
-                            }
-                        }
-                        Err(error) => warn!(%error, "chunk failed; left pending for retry"),
+                    if let Err(error) = context.process(&message).await {
+                        warn!(%error, "chunk failed; left pending for retry");
                     }
                 }
                 .instrument(span),
@@ -92,9 +95,18 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     tasks.close();
-    info!(in_flight = tasks.len(), "stopping; waiting for in-flight chunks");
-    if tokio::time::timeout(config.grace(), tasks.wait()).await.is_err() {
-        warn!(in_flight = tasks.len(), "grace period over; unfinished chunks stay pending");
+    info!(
+        in_flight = tasks.len(),
+        "stopping; waiting for in-flight chunks"
+    );
+    if tokio::time::timeout(config.grace(), tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            in_flight = tasks.len(),
+            "grace period over; unfinished chunks stay pending"
+        );
     }
     info!("sluice-worker stopped");
     Ok(())

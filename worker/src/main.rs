@@ -11,5 +11,7 @@ async fn main() -> anyhow::Result<()> {
     sluice::telemetry::init();
     let shutdown = CancellationToken::new();
     tokio::spawn(sluice::telemetry::shutdown_on_signals(shutdown.clone()));
-    sluice_worker::run(config, shutdown).await.context("sluice-worker failed")
+    sluice_worker::run(config, shutdown)
+        .await
+        .context("sluice-worker failed")
 }
