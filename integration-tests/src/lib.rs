@@ -188,34 +188,13 @@ impl TestEnv {
     }
 }
 
-/// Polls the health service until the server reports SERVING.
+/// Waits until the server reports SERVING.
 pub async fn wait_until_serving(address: SocketAddr) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(channel) = Channel::from_shared(format!("http://{address}"))
-            .expect("uri")
-            .connect()
-            .await
-        {
-            let request = HealthCheckRequest {
-                service: "sluice.v1.BatchService".to_owned(),
-            };
-            if let Ok(response) = HealthClient::new(channel).check(request).await {
-                if response.into_inner().status == ServingStatus::Serving as i32 {
-                    return;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server at {address} never became SERVING"
-        );
-        // Polling interval between health checks, not a readiness wait of its own.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_health(
+        address,
+        tonic_health::pb::health_check_response::ServingStatus::Serving,
+    )
+    .await;
 }
 
 /// Text items `{"i": 0}`, `{"i": 1}`, ...
@@ -287,4 +266,107 @@ pub async fn list_results(
         .expect("list results")
         .into_inner();
     stream.try_collect().await.expect("results stream")
+}
+
+/// A Redis of a test's own, on a free loopback port, for tests that stop and restart it.
+/// Killed when dropped.
+pub struct PrivateRedis {
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` (installed by dev/stack) on a free port and waits for PONG.
+    pub async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again (empty: no persistence) on the same port, and waits for PONG.
+    pub async fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (installed by dev/stack) starts");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !self.answers_ping().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "private redis never answered"
+            );
+            // Polling interval between PINGs.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0_u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut reply).await.is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The server's health status for the Sluice service.
+pub async fn health_status(address: SocketAddr) -> Option<i32> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let request = HealthCheckRequest {
+        service: "sluice.v1.BatchService".to_owned(),
+    };
+    let response = HealthClient::new(channel).check(request).await.ok()?;
+    Some(response.into_inner().status)
+}
+
+/// Waits until the server's health status is `status`.
+pub async fn wait_for_health(
+    address: SocketAddr,
+    status: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while health_status(address).await != Some(status as i32) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health never became {status:?}"
+        );
+        // Polling interval between health checks.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -73,6 +73,12 @@ pub async fn run(config: WorkerConfig, shutdown: CancellationToken) -> Result<()
             Ok(messages) => messages,
             Err(error) => {
                 warn!(%error, "cannot read chunks; retrying");
+                // A Redis that restarted empty has lost the consumer group too.
+                if error.to_string().contains("NOGROUP") {
+                    if let Err(error) = broker.ensure_group().await {
+                        warn!(%error, "cannot recreate the consumer group");
+                    }
+                }
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
