@@ -52,12 +52,41 @@ impl Service {
         Ok(())
     }
 
+    /// Creates a batch from a whole request (SubmitBatch and CreateBatch share this).
+    async fn create(
+        &self,
+        mut request: api::CreateBatchRequest,
+    ) -> Result<sluice::store::BatchRecord, Error> {
+        self.check_size(&request)?;
+        let items = std::mem::take(&mut request.items);
+        let header = Header {
+            task: &request.task,
+            params: &request.params,
+            chunk_size: request.chunk_size,
+            idempotency_key: &request.idempotency_key,
+        };
+        let record = self.batches.create(header, items).await?;
+        tracing::Span::current().record("batch_id", record.id.as_str());
+        Ok(record)
+    }
+
     async fn get_record(&self, batch_id: &str) -> Result<sluice::store::BatchRecord, Error> {
         let batch_id = parse_batch_id(batch_id)?;
         self.store()
             .get_batch(&batch_id)
             .await?
             .ok_or(Error::NotFound(batch_id))
+    }
+}
+
+/// SubmitBatchRequest and CreateBatchRequest carry the same fields under the same numbers.
+fn same_fields(request: api::SubmitBatchRequest) -> api::CreateBatchRequest {
+    api::CreateBatchRequest {
+        task: request.task,
+        params: request.params,
+        items: request.items,
+        chunk_size: request.chunk_size,
+        idempotency_key: request.idempotency_key,
     }
 }
 
@@ -109,16 +138,7 @@ impl BatchService for Service {
         &self,
         request: Request<api::SubmitBatchRequest>,
     ) -> Result<Response<Self::SubmitBatchStream>, Status> {
-        let request = request.into_inner();
-        self.check_size(&request)?;
-        let header = Header {
-            task: &request.task,
-            params: &request.params,
-            chunk_size: request.chunk_size,
-            idempotency_key: &request.idempotency_key,
-        };
-        let record = self.batches.create(header, request.items.clone()).await?;
-        tracing::Span::current().record("batch_id", record.id.as_str());
+        let record = self.create(same_fields(request.into_inner())).await?;
         let events = self.watches.open(&record.id, 0).await?;
         Ok(Response::new(stream_of(events, |event| {
             api::SubmitBatchResponse { event: Some(event) }
@@ -130,16 +150,7 @@ impl BatchService for Service {
         &self,
         request: Request<api::CreateBatchRequest>,
     ) -> Result<Response<api::CreateBatchResponse>, Status> {
-        let request = request.into_inner();
-        self.check_size(&request)?;
-        let header = Header {
-            task: &request.task,
-            params: &request.params,
-            chunk_size: request.chunk_size,
-            idempotency_key: &request.idempotency_key,
-        };
-        let record = self.batches.create(header, request.items.clone()).await?;
-        tracing::Span::current().record("batch_id", record.id.as_str());
+        let record = self.create(request.into_inner()).await?;
         Ok(Response::new(api::CreateBatchResponse {
             batch: Some((&record).into()),
         }))
@@ -305,7 +316,12 @@ impl BatchService for Service {
                     };
                     tokio::select! {
                         biased;
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            // A stream cut short must not look complete to the client.
+                            let status = Status::unavailable("server shutting down; retry with start_index");
+                            let _ = sender.try_send(Err(status));
+                            return;
+                        }
                         sent = sender.send(Ok(response)) => if sent.is_err() { return },
                     }
                 }
