@@ -8,8 +8,10 @@ use fred::types::{Expiration, SetOptions};
 
 use crate::error::{Error, Result};
 
-/// Pause between attempts to take a held lock.
-const RETRY_PAUSE: Duration = Duration::from_millis(2);
+/// First pause between attempts to take a held lock; it doubles up to [`LONGEST_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(1);
+/// Longest pause between attempts.
+const LONGEST_RETRY_PAUSE: Duration = Duration::from_millis(16);
 
 /// Deletes the lock only if this holder still owns it.
 const RELEASE_SCRIPT: &str =
@@ -54,6 +56,7 @@ impl RedisLock {
         wait: Duration,
     ) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = FIRST_RETRY_PAUSE;
         loop {
             if let Some(lock) = Self::try_acquire(client, key, ttl).await? {
                 return Ok(lock);
@@ -62,7 +65,8 @@ impl RedisLock {
                 return Err(Error::Unavailable(format!("{key} is busy; retry")));
             }
             // Backoff between attempts at a lock held for one short operation.
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_RETRY_PAUSE);
         }
     }
 

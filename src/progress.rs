@@ -1,26 +1,32 @@
 //! Changes to a batch's state and counters, serialized per batch, each announced as it happens.
 //!
 //! MongoDB applies `findAndModify` with `$inc` atomically, but FerretDB (the MongoDB-wire
-//! server this project tests against) runs it as a read, a change in its own memory and a
-//! write, with no isolation between concurrent callers: two workers finishing chunks of one
-//! batch at once lose one increment, and a cancel can overwrite a worker's update. So every
-//! read-modify-write of a batch document holds a short per-batch lock in Redis (`SET NX PX`,
-//! released by a compare-and-delete script, [`crate::lock`]), which makes the updates correct on both servers.
-//! The lock expires on its own if its holder dies.
+//! server this project tests against) runs every update as a query, a change in its own memory
+//! and a write, with no isolation between concurrent callers: two workers finishing chunks of
+//! one batch at once lose one increment, and a cancel can overwrite a worker's update. So every
+//! change of a batch holds a short per-batch lock in Redis ([`crate::lock`]), which makes the
+//! updates correct on both servers.
 //!
-//! The progress event of each change is published while the lock is still held, so events
-//! reach the servers in sequence order and a watcher that keeps up sees every one of them.
+//! Recording a chunk — storing its results, counting them, finishing the batch after its last
+//! chunk — is one step under that lock. So outside a crash, stored results and counters always
+//! agree, a cancelled batch never gains results, and the reconciler's recount (also under the
+//! lock) only ever repairs what a dead worker left. The progress event of each change is
+//! published while the lock is held, so events reach the servers in sequence order.
+use std::future::Future;
 use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::convert::{event_of, now_timestamp};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::RedisLock;
-use crate::store::{BatchRecord, CancelOutcome, Store};
+use crate::model::ItemOutcome;
+use crate::store::{BatchRecord, CancelOutcome, ResultOrigin, Store, StoredChunk};
 
-/// How long a lock lives if its holder dies while holding it; far longer than the one update
-/// it guards, which the store's own timeouts bound.
-const LOCK_TTL: Duration = Duration::from_secs(15);
+/// How long a lock lives if its holder dies while holding it: the longest a batch can stall
+/// behind a dead worker.
+const LOCK_TTL: Duration = Duration::from_secs(5);
+/// How long one locked step may take; it gives up well before the lock could expire under it.
+const LOCKED_STEP_LIMIT: Duration = Duration::from_secs(4);
 /// How long a caller waits for a lock before reporting the batch unavailable.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
@@ -31,6 +37,18 @@ pub struct Progress {
     broker: Broker,
 }
 
+/// What [`Progress::record_chunk`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The results are stored and counted; the batch after it (finished, if this was its last
+    /// chunk).
+    Counted(BatchRecord),
+    /// An earlier delivery stored this chunk's results; nothing changed.
+    AlreadyStored,
+    /// The batch is gone or finished (cancelled while the chunk ran); nothing was stored.
+    BatchEnded,
+}
+
 impl Progress {
     /// Updates through `store`, locked and announced through `broker`'s Redis.
     pub fn new(store: Store, broker: Broker) -> Self {
@@ -39,79 +57,138 @@ impl Progress {
 
     /// Moves a QUEUED batch to RUNNING; `None` if it was not QUEUED.
     pub async fn mark_running(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
-        self.locked(batch_id, self.store.mark_running(batch_id))
-            .await
+        self.locked(batch_id, async {
+            let running = self.store.mark_running(batch_id).await?;
+            self.announce_all(running.as_slice()).await;
+            Ok(running)
+        })
+        .await
     }
 
-    /// Adds one stored chunk's counts to a batch still at `generation`; `None` if the batch is
-    /// no longer live or was recounted since.
-    pub async fn add_chunk_counts(
+    /// Stores a chunk's outcomes once, counts them once, and finishes the batch after its last
+    /// chunk, as one step under the batch's lock.
+    pub async fn record_chunk(
         &self,
         batch_id: &str,
-        generation: u64,
-        succeeded: u64,
-        failed: u64,
-    ) -> Result<Option<BatchRecord>> {
-        let update = self
-            .store
-            .add_chunk_counts(batch_id, generation, succeeded, failed);
-        self.locked(batch_id, update).await
+        chunk: &StoredChunk,
+        outcomes: &[ItemOutcome],
+        origin: &ResultOrigin<'_>,
+    ) -> Result<Recorded> {
+        self.locked(batch_id, async {
+            let Some(batch) = self.store.get_batch(batch_id).await? else {
+                return Ok(Recorded::BatchEnded);
+            };
+            if batch.state.is_terminal() {
+                return Ok(Recorded::BatchEnded);
+            }
+            if !self
+                .store
+                .insert_result(batch_id, chunk, outcomes, origin)
+                .await?
+            {
+                return Ok(Recorded::AlreadyStored);
+            }
+            let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count() as u64;
+            let succeeded = outcomes.len() as u64 - failed;
+            // The generation read under this lock: a count only lands if no recount ran since,
+            // which could only happen if this step outlived its lock.
+            let counted = self
+                .store
+                .add_chunk_counts(batch_id, batch.generation, succeeded, failed)
+                .await?
+                .ok_or_else(|| Error::Unavailable("batch changed under its lock".to_owned()))?;
+            let finished = self.finish_if_done(&counted).await?;
+            let mut changes = vec![counted.clone()];
+            changes.extend(finished.clone());
+            self.announce_all(&changes).await;
+            Ok(Recorded::Counted(finished.unwrap_or(counted)))
+        })
+        .await
     }
 
-    /// Moves a batch whose chunks are all done to its terminal state; `None` if it is not
-    /// done or another process finished it.
-    pub async fn finish(&self, batch: &BatchRecord) -> Result<Option<BatchRecord>> {
-        self.locked(&batch.id, self.store.finish(batch)).await
-    }
-
-    /// Recounts a live batch from its stored results (the reconciler's repair for a worker
-    /// that died between storing a chunk's results and counting them); `None` if the batch is
-    /// no longer live. The totals are read under the lock, so no count lands in between.
-    pub async fn recount(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
-        let recount = async {
+    /// Repairs a live batch whose counters disagree with its stored results (a worker died
+    /// between the two writes), and finishes it if every chunk is done (a worker died between
+    /// counting the last chunk and finishing). Checked again under the lock, so a batch that is
+    /// merely busy is left alone. Returns the batch as it is after the repair; `None` if it is
+    /// no longer live.
+    pub async fn repair(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+        self.locked(batch_id, async {
+            let Some(mut batch) = self.store.get_batch(batch_id).await? else {
+                return Ok(None);
+            };
+            if batch.state.is_terminal() {
+                return Ok(None);
+            }
             let totals = self.store.result_totals(batch_id).await?;
-            self.store.set_counts(batch_id, totals).await
-        };
-        self.locked(batch_id, recount).await
+            let mut changes = Vec::new();
+            if totals.chunks_done != batch.counters.chunks_done
+                || totals.items_succeeded != batch.counters.items_succeeded
+                || totals.items_failed != batch.counters.items_failed
+            {
+                tracing::warn!(
+                    batch_id,
+                    stored = totals.chunks_done,
+                    counted = batch.counters.chunks_done,
+                    "counts differ from the stored results; recounting"
+                );
+                let Some(recounted) = self.store.set_counts(batch_id, totals).await? else {
+                    return Ok(None);
+                };
+                batch = recounted;
+                changes.push(batch.clone());
+            }
+            if let Some(finished) = self.finish_if_done(&batch).await? {
+                tracing::info!(batch_id, state = %finished.state, "finished a stalled batch");
+                batch = finished;
+                changes.push(batch.clone());
+            }
+            self.announce_all(&changes).await;
+            Ok((!batch.state.is_terminal()).then_some(batch))
+        })
+        .await
     }
 
     /// Cancels a live batch.
     pub async fn cancel(&self, batch_id: &str) -> Result<CancelOutcome> {
-        let lock = self.lock(batch_id).await?;
-        let changed = self.store.cancel(batch_id).await;
-        if let Ok(CancelOutcome::Cancelled(record)) = &changed {
-            self.announce(record).await;
-        }
-        lock.release().await;
-        changed
+        self.locked(batch_id, async {
+            let outcome = self.store.cancel(batch_id).await?;
+            if let CancelOutcome::Cancelled(record) = &outcome {
+                self.announce_all(std::slice::from_ref(record)).await;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
-    /// Runs `update` under the batch's lock and announces the batch it returns.
-    async fn locked(
-        &self,
-        batch_id: &str,
-        update: impl std::future::Future<Output = Result<Option<BatchRecord>>>,
-    ) -> Result<Option<BatchRecord>> {
-        let lock = self.lock(batch_id).await?;
-        let changed = update.await;
-        if let Ok(Some(record)) = &changed {
-            self.announce(record).await;
+    /// Moves a batch whose every chunk is done to its terminal state (call under its lock).
+    async fn finish_if_done(&self, batch: &BatchRecord) -> Result<Option<BatchRecord>> {
+        if batch.counters.chunks_done < batch.counters.chunks_total {
+            return Ok(None);
         }
-        lock.release().await;
-        changed
+        self.store.finish(batch).await
     }
 
-    /// Publishes the event of a change. A lost event costs watchers only granularity: servers
-    /// re-read watched batches from MongoDB.
-    async fn announce(&self, record: &BatchRecord) {
-        let event = event_of(record, now_timestamp());
-        if let Err(error) = self.broker.publish_event(&event).await {
-            tracing::warn!(batch_id = %record.id, %error, "cannot publish progress event");
-        }
-    }
-
-    async fn lock(&self, batch_id: &str) -> Result<RedisLock> {
+    /// Runs `step` holding the batch's lock, for at most [`LOCKED_STEP_LIMIT`].
+    async fn locked<T>(&self, batch_id: &str, step: impl Future<Output = Result<T>>) -> Result<T> {
         let key = self.broker.keys().batch_lock(batch_id);
-        RedisLock::acquire(self.broker.client(), &key, LOCK_TTL, LOCK_WAIT).await
+        let lock = RedisLock::acquire(self.broker.client(), &key, LOCK_TTL, LOCK_WAIT).await?;
+        let result = tokio::time::timeout(LOCKED_STEP_LIMIT, step).await;
+        lock.release().await;
+        result.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "updating batch {batch_id} took too long; retry"
+            )))
+        })
+    }
+
+    /// Publishes the events of changes, in order. A lost event costs watchers only
+    /// granularity: servers re-read watched batches from MongoDB.
+    async fn announce_all(&self, changes: &[BatchRecord]) {
+        for record in changes {
+            let event = event_of(record, now_timestamp());
+            if let Err(error) = self.broker.publish_event(&event).await {
+                tracing::warn!(batch_id = %record.id, %error, "cannot publish progress event");
+            }
+        }
     }
 }

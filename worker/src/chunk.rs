@@ -16,7 +16,7 @@ use std::time::Duration;
 use mongodb::bson::DateTime;
 use sluice::broker::{Broker, ChunkMessage, DeadLetter};
 use sluice::model::ItemOutcome;
-use sluice::progress::Progress;
+use sluice::progress::{Progress, Recorded};
 use sluice::store::{BatchRecord, ResultOrigin, Store, StoredChunk};
 use sluice::tasks::TaskRegistry;
 use sluice::Error;
@@ -218,7 +218,7 @@ impl ChunkContext {
     }
 
     /// Stores a chunk's outcomes once, counts them once, and finishes the batch after its last
-    /// chunk.
+    /// chunk (one locked step, [`Progress::record_chunk`]).
     async fn record(
         &self,
         batch: &BatchRecord,
@@ -226,49 +226,20 @@ impl ChunkContext {
         outcomes: &[ItemOutcome],
         origin: &ResultOrigin<'_>,
     ) -> Result<(), Error> {
-        if !self
-            .store
-            .insert_result(&batch.id, chunk, outcomes, origin)
+        match self
+            .progress
+            .record_chunk(&batch.id, chunk, outcomes, origin)
             .await?
         {
-            debug!("results were already stored by an earlier delivery");
-            return Ok(());
-        }
-        let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count() as u64;
-        let succeeded = outcomes.len() as u64 - failed;
-        let counted = self
-            .progress
-            .add_chunk_counts(&batch.id, batch.generation, succeeded, failed)
-            .await?;
-        let Some(updated) = counted else {
-            return self.uncounted(batch, chunk).await;
-        };
-        if updated.counters.chunks_done >= updated.counters.chunks_total {
-            if let Some(finished) = self.progress.finish(&updated).await? {
-                info!(
-                    state = %finished.state,
-                    succeeded = finished.counters.items_succeeded,
-                    failed = finished.counters.items_failed,
-                    "batch finished"
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// After a count was refused: either a recount started a new generation (it holds this
-    /// chunk, or the next one will), or the batch ended meanwhile — cancelled while this chunk
-    /// ran — and the results are removed again, so what is stored matches the counters.
-    async fn uncounted(&self, batch: &BatchRecord, chunk: &StoredChunk) -> Result<(), Error> {
-        let ended = match self.store.get_batch(&batch.id).await? {
-            Some(now) => now.state.is_terminal(),
-            None => true,
-        };
-        if ended {
-            debug!("batch ended before this chunk was counted; removing its results");
-            self.store.delete_result(&batch.id, chunk.index).await?;
-        } else {
-            debug!("batch was recounted meanwhile; the recount settles this chunk");
+            Recorded::Counted(updated) if updated.state.is_terminal() => info!(
+                state = %updated.state,
+                succeeded = updated.counters.items_succeeded,
+                failed = updated.counters.items_failed,
+                "batch finished"
+            ),
+            Recorded::Counted(_) => {}
+            Recorded::AlreadyStored => debug!("results were already stored by an earlier delivery"),
+            Recorded::BatchEnded => debug!("batch ended while the chunk ran; nothing recorded"),
         }
         Ok(())
     }

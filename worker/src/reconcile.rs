@@ -22,7 +22,7 @@ use sluice::progress::Progress;
 use sluice::store::{BatchRecord, Store};
 use sluice::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Most batches one pass checks.
 const BATCHES_PER_PASS: u32 = 500;
@@ -97,23 +97,18 @@ impl Reconciler {
             .into_iter()
             .map(|(chunk_index, _, _)| chunk_index)
             .collect();
-        if stored.len() as u64 != batch.counters.chunks_done {
-            warn!(
-                batch_id = %batch.id,
-                stored = stored.len(),
-                counted = batch.counters.chunks_done,
-                "counts differ from the stored results; recounting"
-            );
-            match self.progress.recount(&batch.id).await? {
-                Some(recounted) => batch = recounted,
+        if stored.len() as u64 != batch.counters.chunks_done
+            || batch.counters.chunks_done >= batch.counters.chunks_total
+        {
+            // Looked at without the lock, the batch may just be busy; repair() checks again
+            // under it and changes only what a dead worker left.
+            match self.progress.repair(&batch.id).await? {
+                Some(repaired) => batch = repaired,
                 None => return Ok(()),
             }
-        }
-        if batch.counters.chunks_done >= batch.counters.chunks_total {
-            if let Some(finished) = self.progress.finish(&batch).await? {
-                info!(batch_id = %batch.id, state = %finished.state, "finished a stalled batch");
+            if batch.counters.chunks_done >= batch.counters.chunks_total {
+                return Ok(());
             }
-            return Ok(());
         }
         let missing: Vec<u64> = (0..batch.counters.chunks_total)
             .filter(|index| !stored.contains(index) && !queued.contains(index))
