@@ -57,6 +57,31 @@ impl Error {
             Error::Store(_) | Error::Broker(_) | Error::Unavailable(_)
         )
     }
+
+    /// Whether MongoDB or Redis could not be reached at all (as opposed to answering with an
+    /// error). A worker waits out an outage holding its chunk, without spending an attempt.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Store(error) => {
+                use mongodb::error::{ErrorKind, RETRYABLE_WRITE_ERROR};
+                matches!(
+                    error.kind.as_ref(),
+                    ErrorKind::Io(_)
+                        | ErrorKind::ServerSelection { .. }
+                        | ErrorKind::ConnectionPoolCleared { .. }
+                        | ErrorKind::DnsResolve { .. }
+                ) || error.contains_label(RETRYABLE_WRITE_ERROR)
+            }
+            Error::Broker(error) => {
+                use fred::error::ErrorKind;
+                matches!(
+                    error.kind(),
+                    ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Routing
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The one place errors become gRPC statuses. Request errors carry their field (also as a

@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod keys;
+pub mod lock;
 pub mod model;
 pub mod progress;
 pub mod store;

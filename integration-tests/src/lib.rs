@@ -1,24 +1,36 @@
-//! The test harness: starts real servers and workers in-process, on `127.0.0.1:0`, against the
-//! Redis and MongoDB-wire server `dev/stack` runs, each test in its own MongoDB database and
-//! Redis key prefix so tests run in parallel. Readiness is the server's health check turning
+//! The test harness: starts servers and workers against the Redis and MongoDB-wire server
+//! `dev/stack` runs, each test in its own MongoDB database and Redis key prefix so tests run in
+//! parallel — in-process on `127.0.0.1:0` for most tests, as real processes ([`spawned`]) for
+//! faults that need a real SIGKILL or SIGTERM, and against Redis and FerretDB servers of the
+//! test's own ([`services`]) for outages. Readiness is the server's health check turning
 //! SERVING, never a fixed sleep.
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fred::interfaces::{KeysInterface, StreamsInterface};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use sluice::api::batch_service_client::BatchServiceClient;
-use sluice::api::{self, BatchEvent};
 use sluice::config::ConnectionArgs;
+use sluice::keys::{Keys, WORKER_GROUP};
 use sluice::store::Store;
+use sluice::tasks::TaskRegistry;
 use sluice_server::ServerConfig;
 use sluice_worker::WorkerConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// How long a test waits for a server to report SERVING.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+mod grpc;
+pub mod services;
+pub mod spawned;
+
+pub use grpc::*;
+pub use services::{PrivateFerret, PrivateRedis};
+pub use spawned::Spawned;
+
+/// How long a test waits for a server or store to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a test waits for a batch to finish before failing.
 pub const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -46,11 +58,6 @@ impl Process {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.handle.await;
-    }
-
-    /// Kills it at once, like a crash: its task is aborted mid-work.
-    pub fn kill(self) {
-        self.handle.abort();
     }
 }
 
@@ -85,14 +92,34 @@ impl TestEnv {
         }
     }
 
+    /// Server settings for this test's namespace, defaults otherwise.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig::for_tests(self.connection.clone())
+    }
+
+    /// Worker settings for this test's namespace, defaults otherwise.
+    pub fn worker_config(&self) -> WorkerConfig {
+        WorkerConfig::for_tests(self.connection.clone())
+    }
+
     /// Starts a server with default settings, waits until it is SERVING, returns its address.
     pub async fn start_server(&mut self) -> SocketAddr {
-        let config = ServerConfig::for_tests(self.connection.clone());
+        let config = self.server_config();
         self.start_server_with(config).await
     }
 
     /// Starts a server with `config`, waits until it is SERVING, returns its address.
     pub async fn start_server_with(&mut self, config: ServerConfig) -> SocketAddr {
+        self.start_server_with_tasks(config, TaskRegistry::builtin())
+            .await
+    }
+
+    /// Starts a server that accepts the tasks of `registry`, waits until it is SERVING.
+    pub async fn start_server_with_tasks(
+        &mut self,
+        config: ServerConfig,
+        registry: TaskRegistry,
+    ) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -100,7 +127,9 @@ impl TestEnv {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            if let Err(error) = sluice_server::run(config, listener, token).await {
+            if let Err(error) =
+                sluice_server::run_with_tasks(config, registry, listener, token).await
+            {
                 panic!("server failed: {error}");
             }
         });
@@ -115,17 +144,22 @@ impl TestEnv {
 
     /// Starts a worker with default settings and the given in-flight limit.
     pub async fn start_worker(&mut self, concurrency: usize) {
-        let mut config = WorkerConfig::for_tests(self.connection.clone());
+        let mut config = self.worker_config();
         config.concurrency = concurrency;
         self.start_worker_with(config);
     }
 
     /// Starts a worker with `config`.
     pub fn start_worker_with(&mut self, config: WorkerConfig) {
+        self.start_worker_with_tasks(config, TaskRegistry::builtin());
+    }
+
+    /// Starts a worker that runs the tasks of `registry`.
+    pub fn start_worker_with_tasks(&mut self, config: WorkerConfig, registry: TaskRegistry) {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            if let Err(error) = sluice_worker::run(config, token).await {
+            if let Err(error) = sluice_worker::run_with_tasks(config, registry, token).await {
                 panic!("worker failed: {error}");
             }
         });
@@ -136,9 +170,59 @@ impl TestEnv {
         });
     }
 
-    /// Takes the `index`th started server out of the environment (to stop or kill it).
+    /// Takes the `index`th started server out of the environment (to stop it).
     pub fn take_server(&mut self, index: usize) -> Process {
         self.servers.remove(index)
+    }
+
+    /// Takes the `index`th started worker out of the environment (to stop it).
+    pub fn take_worker(&mut self, index: usize) -> Process {
+        self.workers.remove(index)
+    }
+
+    /// The environment a spawned server or worker needs for this test's namespace, plus
+    /// `extra` settings.
+    pub fn process_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let connection = &self.connection;
+        let mut env: Vec<(String, String)> = [
+            ("SLUICE_REDIS_URL", connection.redis_url.as_str()),
+            ("SLUICE_MONGO_URL", connection.mongo_url.as_str()),
+            ("SLUICE_MONGO_DB", connection.mongo_db.as_str()),
+            ("SLUICE_KEY_PREFIX", connection.key_prefix.as_str()),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+        env.dedup_by(|later, earlier| later.0 == earlier.0);
+        env
+    }
+
+    /// Spawns a `sluice-server` process on `address` (a free port when `None`) with `extra`
+    /// settings and waits until it is SERVING.
+    pub async fn spawn_server(
+        &self,
+        address: Option<SocketAddr>,
+        extra: &[(&str, &str)],
+    ) -> Spawned {
+        let address =
+            address.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], services::free_port())));
+        let listen = address.to_string();
+        let mut settings = vec![("SLUICE_LISTEN", listen.as_str())];
+        settings.extend_from_slice(extra);
+        let label = format!("{}-server-{}", self.connection.key_prefix, address.port());
+        let mut server = Spawned::start("sluice-server", &label, &self.process_env(&settings));
+        wait_until_serving(address).await;
+        server.address = Some(address);
+        server
+    }
+
+    /// Spawns a `sluice-worker` process named `name` with `extra` settings.
+    pub fn spawn_worker(&self, name: &str, extra: &[(&str, &str)]) -> Spawned {
+        let mut settings = vec![("SLUICE_WORKER_NAME", name)];
+        settings.extend_from_slice(extra);
+        let label = format!("{}-{name}", self.connection.key_prefix);
+        Spawned::start("sluice-worker", &label, &self.process_env(&settings))
     }
 
     /// A client of the server at `address`.
@@ -164,14 +248,54 @@ impl TestEnv {
         cursor.try_collect().await.expect("read cursor")
     }
 
+    /// The test's key names.
+    pub fn keys(&self) -> Keys {
+        Keys::new(&self.connection.key_prefix)
+    }
+
+    /// A Redis client for the test's Redis.
+    pub async fn redis(&self) -> fred::clients::Client {
+        sluice::broker::connect(&self.connection.redis_url)
+            .await
+            .expect("redis")
+    }
+
     /// The length of the test's chunk stream in Redis (0 if it does not exist).
     pub async fn stream_length(&self) -> u64 {
-        use fred::interfaces::StreamsInterface;
-        let client = sluice::broker::connect(&self.connection.redis_url)
+        self.redis()
             .await
-            .expect("redis");
-        let keys = sluice::keys::Keys::new(&self.connection.key_prefix);
-        client.xlen(keys.chunk_stream()).await.expect("xlen")
+            .xlen(self.keys().chunk_stream())
+            .await
+            .expect("xlen")
+    }
+
+    /// How many chunk messages `consumer` holds (delivered, not acknowledged).
+    pub async fn pending_for(&self, consumer: &str) -> u64 {
+        let reply: fred::types::Value = self
+            .redis()
+            .await
+            .xpending(
+                self.keys().chunk_stream(),
+                WORKER_GROUP,
+                ("-", "+", 1_000_u64, consumer),
+            )
+            .await
+            .unwrap_or(fred::types::Value::Null);
+        match reply {
+            fred::types::Value::Array(entries) => entries.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// The dead-letter stream's entries, each as its field map.
+    pub async fn dead_letters(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> = self
+            .redis()
+            .await
+            .xrange(self.keys().dead_letter_stream(), "-", "+", None)
+            .await
+            .expect("xrange");
+        entries.into_iter().map(|(_, fields)| fields).collect()
     }
 
     /// Stops everything and drops the test's database and keys.
@@ -181,192 +305,13 @@ impl TestEnv {
         }
         let _ = self.store.database().drop().await;
         if let Ok(client) = sluice::broker::connect(&self.connection.redis_url).await {
-            use fred::interfaces::KeysInterface;
-            let keys = sluice::keys::Keys::new(&self.connection.key_prefix);
-            let _: Result<i64, _> = client.del(keys.chunk_stream()).await;
+            let keys = self.keys();
+            let names = vec![
+                keys.chunk_stream(),
+                keys.retry_set(),
+                keys.dead_letter_stream(),
+            ];
+            let _: Result<i64, _> = client.del(names).await;
         }
-    }
-}
-
-/// Waits until the server reports SERVING.
-pub async fn wait_until_serving(address: SocketAddr) {
-    wait_for_health(
-        address,
-        tonic_health::pb::health_check_response::ServingStatus::Serving,
-    )
-    .await;
-}
-
-/// Text items `{"i": 0}`, `{"i": 1}`, ...
-pub fn json_items(count: usize) -> Vec<api::Payload> {
-    (0..count)
-        .map(|i| text(&format!("{{\"i\":{i}}}")))
-        .collect()
-}
-
-/// A text payload.
-pub fn text(value: &str) -> api::Payload {
-    api::Payload {
-        kind: Some(api::payload::Kind::Text(value.to_owned())),
-    }
-}
-
-/// Reads an event stream to its end (with the batch timeout), returning every event.
-pub async fn collect_events<T>(
-    stream: tonic::Streaming<T>,
-    event_of: impl Fn(T) -> Option<BatchEvent>,
-) -> Vec<BatchEvent> {
-    let collect = async {
-        let mut stream = stream;
-        let mut events = Vec::new();
-        while let Some(message) = stream.message().await.expect("stream ends without error") {
-            events.push(event_of(message).expect("every message carries an event"));
-        }
-        events
-    };
-    tokio::time::timeout(BATCH_TIMEOUT, collect)
-        .await
-        .expect("batch finished in time")
-}
-
-/// Checks the event stream invariants: sequences strictly increase, only the last event is
-/// terminal, and it is the last one. Returns the terminal event.
-pub fn check_event_stream(events: &[BatchEvent]) -> BatchEvent {
-    assert!(!events.is_empty(), "no events");
-    for pair in events.windows(2) {
-        assert!(
-            pair[0].sequence < pair[1].sequence,
-            "sequence not increasing: {pair:?}"
-        );
-        assert!(
-            !sluice::convert::is_terminal(pair[0].state()),
-            "terminal event before the last: {pair:?}"
-        );
-    }
-    let last = events.last().cloned().expect("non-empty");
-    assert!(
-        sluice::convert::is_terminal(last.state()),
-        "last event is not terminal: {last:?}"
-    );
-    last
-}
-
-/// Reads every result of a batch through ListResults.
-pub async fn list_results(
-    client: &mut BatchServiceClient<Channel>,
-    batch_id: &str,
-) -> Vec<api::ListResultsResponse> {
-    let request = api::ListResultsRequest {
-        batch_id: batch_id.to_owned(),
-        ..Default::default()
-    };
-    let stream = client
-        .list_results(request)
-        .await
-        .expect("list results")
-        .into_inner();
-    stream.try_collect().await.expect("results stream")
-}
-
-/// A Redis of a test's own, on a free loopback port, for tests that stop and restart it.
-/// Killed when dropped.
-pub struct PrivateRedis {
-    /// Its port.
-    pub port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    /// Starts `redis-server` (installed by dev/stack) on a free port and waits for PONG.
-    pub async fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = PrivateRedis { port, child: None };
-        redis.restart().await;
-        redis
-    }
-
-    /// Its URL.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it again (empty: no persistence) on the same port, and waits for PONG.
-    pub async fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (installed by dev/stack) starts");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        while !self.answers_ping().await {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "private redis never answered"
-            );
-            // Polling interval between PINGs.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills it (SIGKILL) and waits until it is gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn answers_ping(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let mut reply = [0_u8; 7];
-        stream.write_all(b"PING\r\n").await.is_ok()
-            && stream.read_exact(&mut reply).await.is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The server's health status for the Sluice service.
-pub async fn health_status(address: SocketAddr) -> Option<i32> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
-    let request = HealthCheckRequest {
-        service: "sluice.v1.BatchService".to_owned(),
-    };
-    let response = HealthClient::new(channel).check(request).await.ok()?;
-    Some(response.into_inner().status)
-}
-
-/// Waits until the server's health status is `status`.
-pub async fn wait_for_health(
-    address: SocketAddr,
-    status: tonic_health::pb::health_check_response::ServingStatus,
-) {
-    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    while health_status(address).await != Some(status as i32) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "health never became {status:?}"
-        );
-        // Polling interval between health checks.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -186,6 +186,7 @@ impl Batches {
             updated_at: now,
             finished_at: None,
             idempotency_key: draft.spec.idempotency_key.clone(),
+            generation: 0,
         };
         self.store.insert_batch(&record).await?;
         self.broker

@@ -1,12 +1,14 @@
 //! The fan-out of progress events: ONE Redis subscriber connection per server process feeds
-//! every watcher in it. Each watcher owns a one-event slot that keeps only the newest event
-//! (counters are cumulative, so older ones add nothing), which bounds a slow watcher's memory
-//! and never drops the terminal event, the newest of all.
+//! every watcher in it. Each watcher owns a small bounded queue: a watcher that keeps up gets
+//! every event in order; one that falls behind loses its oldest queued events (counters are
+//! cumulative, so the newer ones carry everything), which bounds its memory and never drops
+//! the terminal event, the newest of all.
 //!
 //! Pub/Sub loses what is published while the subscriber is reconnecting, so after a
 //! reconnect, and every poll interval anyway, the hub re-reads the snapshots of the watched
-//! batches from MongoDB and offers them like events.
-use std::collections::HashMap;
+//! batches from MongoDB and offers them like events. It also keeps the newest event of every
+//! watched batch, so a new watch can start from it while MongoDB is unreachable.
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,31 +21,50 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// Events a watcher's queue holds before its oldest are dropped.
+const WATCHER_QUEUE: usize = 16;
+
 /// The in-process registry of watchers, by batch id.
 #[derive(Debug)]
 pub(crate) struct Hub {
     store: Store,
-    watchers: Mutex<HashMap<String, Vec<Arc<Slot>>>>,
+    watched: Mutex<HashMap<String, Watched>>,
+}
+
+/// The watchers of one batch, and its newest event seen.
+#[derive(Debug, Default)]
+struct Watched {
+    slots: Vec<Arc<Slot>>,
+    latest: Option<BatchEvent>,
 }
 
 /// One watcher's mailbox.
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    latest: Mutex<Option<BatchEvent>>,
+    queue: Mutex<Queue>,
     notify: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<BatchEvent>,
+    /// The highest sequence ever queued: older or repeated events are ignored.
+    newest: u64,
 }
 
 impl Slot {
     fn offer(&self, event: &BatchEvent) {
-        let mut latest = lock(&self.latest);
-        if latest
-            .as_ref()
-            .is_none_or(|held| event.sequence > held.sequence)
-        {
-            *latest = Some(event.clone());
-            drop(latest);
-            self.notify.notify_one();
+        let mut queue = lock(&self.queue);
+        if event.sequence <= queue.newest {
+            return;
         }
+        queue.newest = event.sequence;
+        queue.events.push_back(event.clone());
+        if queue.events.len() > WATCHER_QUEUE {
+            queue.events.pop_front();
+        }
+        drop(queue);
+        self.notify.notify_one();
     }
 }
 
@@ -56,10 +77,10 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Waits for the next event newer than anything offered before it was taken.
+    /// Waits for the next event newer than every event offered before it.
     pub(crate) async fn next_event(&self) -> BatchEvent {
         loop {
-            if let Some(event) = lock(&self.slot.latest).take() {
+            if let Some(event) = lock(&self.slot.queue).events.pop_front() {
                 return event;
             }
             self.slot.notify.notified().await;
@@ -69,11 +90,11 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut watchers = lock(&self.hub.watchers);
-        if let Some(slots) = watchers.get_mut(&self.batch_id) {
-            slots.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
-            if slots.is_empty() {
-                watchers.remove(&self.batch_id);
+        let mut watched = lock(&self.hub.watched);
+        if let Some(batch) = watched.get_mut(&self.batch_id) {
+            batch.slots.retain(|slot| !Arc::ptr_eq(slot, &self.slot));
+            if batch.slots.is_empty() {
+                watched.remove(&self.batch_id);
             }
         }
     }
@@ -81,7 +102,7 @@ impl Drop for Registration {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave their data half-updated (each critical
-    // section is a single assignment or push), so a poisoned lock is still usable.
+    // section is a single assignment, push or pop), so a poisoned lock is still usable.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -91,7 +112,7 @@ impl Hub {
     pub(crate) fn new(store: Store) -> Arc<Hub> {
         Arc::new(Hub {
             store,
-            watchers: Mutex::new(HashMap::new()),
+            watched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -99,9 +120,10 @@ impl Hub {
     /// published in between is missed.
     pub(crate) fn register(self: &Arc<Self>, batch_id: &str) -> Registration {
         let slot = Arc::new(Slot::default());
-        lock(&self.watchers)
+        lock(&self.watched)
             .entry(batch_id.to_owned())
             .or_default()
+            .slots
             .push(slot.clone());
         Registration {
             hub: self.clone(),
@@ -112,23 +134,43 @@ impl Hub {
 
     /// Offers an event to every watcher of its batch.
     pub(crate) fn deliver(&self, event: &BatchEvent) {
-        let slots = lock(&self.watchers)
-            .get(&event.batch_id)
-            .cloned()
-            .unwrap_or_default();
+        let slots = {
+            let mut watched = lock(&self.watched);
+            let Some(batch) = watched.get_mut(&event.batch_id) else {
+                return;
+            };
+            if batch
+                .latest
+                .as_ref()
+                .is_none_or(|latest| event.sequence > latest.sequence)
+            {
+                batch.latest = Some(event.clone());
+            }
+            batch.slots.clone()
+        };
         for slot in slots {
             slot.offer(event);
         }
     }
 
+    /// The newest event seen of a batch someone in this process watches.
+    pub(crate) fn latest(&self, batch_id: &str) -> Option<BatchEvent> {
+        lock(&self.watched)
+            .get(batch_id)
+            .and_then(|batch| batch.latest.clone())
+    }
+
     /// Number of watchers registered.
     pub(crate) fn watcher_count(&self) -> usize {
-        lock(&self.watchers).values().map(Vec::len).sum()
+        lock(&self.watched)
+            .values()
+            .map(|batch| batch.slots.len())
+            .sum()
     }
 
     /// Re-reads every watched batch and offers its snapshot.
     async fn refresh(&self) {
-        let batch_ids: Vec<String> = lock(&self.watchers).keys().cloned().collect();
+        let batch_ids: Vec<String> = lock(&self.watched).keys().cloned().collect();
         if batch_ids.is_empty() {
             return;
         }
@@ -195,12 +237,32 @@ mod tests {
     }
 
     #[test]
-    fn slot_keeps_only_the_newest_event() {
+    fn a_watcher_that_keeps_up_gets_every_event_in_order() {
         let slot = Slot::default();
-        slot.offer(&event(3));
-        slot.offer(&event(2));
-        slot.offer(&event(5));
-        slot.offer(&event(4));
-        assert_eq!(lock(&slot.latest).take().map(|e| e.sequence), Some(5));
+        for sequence in [1, 2, 2, 1, 3] {
+            slot.offer(&event(sequence));
+        }
+        let queued: Vec<u64> = lock(&slot.queue)
+            .events
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(queued, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_keeps_the_newest_events() {
+        let slot = Slot::default();
+        let last = WATCHER_QUEUE as u64 + 10;
+        for sequence in 1..=last {
+            slot.offer(&event(sequence));
+        }
+        let queue = lock(&slot.queue);
+        assert_eq!(queue.events.len(), WATCHER_QUEUE);
+        assert_eq!(queue.events.back().map(|e| e.sequence), Some(last));
+        assert_eq!(
+            queue.events.front().map(|e| e.sequence),
+            Some(last - WATCHER_QUEUE as u64 + 1)
+        );
     }
 }

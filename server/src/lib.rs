@@ -51,6 +51,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    run_with_tasks(config, TaskRegistry::builtin(), listener, shutdown).await
+}
+
+/// [`run`], accepting batches for the tasks of `registry` (tests add tasks of their own).
+pub async fn run_with_tasks(
+    config: ServerConfig,
+    registry: TaskRegistry,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let connection = &config.connection;
     let store = Store::connect(&connection.mongo_url, &connection.mongo_db).await?;
     store.ensure_indexes().await?;
@@ -88,7 +98,7 @@ pub async fn run(
             store: store.clone(),
             progress: sluice::progress::Progress::new(store.clone(), broker.clone()),
             broker,
-            registry: TaskRegistry::builtin(),
+            registry,
             limits: config.limits(),
         },
         watches: watch::Watches {

@@ -264,11 +264,6 @@ impl BatchService for Service {
         let batch_id = parse_batch_id(&request.get_ref().batch_id)?;
         let record = match self.batches.progress.cancel(&batch_id).await? {
             sluice::store::CancelOutcome::Cancelled(record) => {
-                let event = sluice::convert::event_of(&record, sluice::convert::now_timestamp());
-                if let Err(error) = self.batches.broker.publish_event(&event).await {
-                    // Watchers still learn it from their next MongoDB refresh.
-                    tracing::warn!(%error, "cannot publish the cancel event");
-                }
                 tracing::info!("batch cancelled");
                 record
             }

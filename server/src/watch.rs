@@ -1,4 +1,5 @@
-//! One watcher's stream: the batch's snapshot first, then live events from the hub, ending
+//! One watcher's stream: the batch's snapshot first (from MongoDB, or while MongoDB is
+//! unreachable the newest event this server has seen), then live events from the hub, ending
 //! after the terminal event. A spawned producer feeds a small bounded channel; it ends when the
 //! client goes away, and on shutdown it ends the stream with UNAVAILABLE so the client
 //! re-attaches elsewhere with `after_sequence`.
@@ -39,14 +40,16 @@ impl Watches {
         after_sequence: u64,
     ) -> Result<EventStream, Error> {
         let registration = self.hub.register(batch_id);
-        let snapshot = self
-            .store
-            .get_batch(batch_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(batch_id.to_owned()))?;
+        let first = match self.store.get_batch(batch_id).await {
+            Ok(Some(snapshot)) => snapshot_event(&snapshot),
+            Ok(None) => return Err(Error::NotFound(batch_id.to_owned())),
+            // MongoDB is unreachable: start from what this server last saw of the batch, if
+            // anyone here watches it; live events keep flowing through Redis meanwhile.
+            Err(error) if error.is_outage() => self.hub.latest(batch_id).ok_or(error)?,
+            Err(error) => return Err(error),
+        };
         let (sender, receiver) = mpsc::channel(WATCH_BUFFER);
         let shutdown = self.shutdown.clone();
-        let first = snapshot_event(&snapshot);
         self.tasks.spawn(produce(
             registration,
             first,

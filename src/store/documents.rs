@@ -34,6 +34,10 @@ pub struct BatchRecord {
     pub finished_at: Option<DateTime>,
     /// The idempotency key it was created with.
     pub idempotency_key: Option<String>,
+    /// Bumped each time the reconciler recounts the batch from its results; a worker's count
+    /// made against an older generation is refused (the recount already holds it, or the next
+    /// one will), so no chunk is ever counted twice.
+    pub generation: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +60,8 @@ pub(super) struct BatchDoc {
     pub(super) finished_at: Option<DateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) idempotency_key: Option<String>,
+    #[serde(default)]
+    pub(super) generation: i64,
 }
 
 impl From<&BatchRecord> for BatchDoc {
@@ -76,6 +82,7 @@ impl From<&BatchRecord> for BatchDoc {
             updated_at: record.updated_at,
             finished_at: record.finished_at,
             idempotency_key: record.idempotency_key.clone(),
+            generation: record.generation as i64,
         }
     }
 }
@@ -100,6 +107,7 @@ impl TryFrom<BatchDoc> for BatchRecord {
             updated_at: doc.updated_at,
             finished_at: doc.finished_at,
             idempotency_key: doc.idempotency_key,
+            generation: doc.generation as u64,
         })
     }
 }
@@ -125,6 +133,12 @@ pub(super) struct ResultDoc {
     pub(super) failed: i64,
     /// The consumer name of the worker that stored it (for operators and tests).
     pub(super) worker: String,
+    /// Which attempt at the chunk made it, from 1.
+    pub(super) attempt: i64,
+    /// When that attempt started.
+    pub(super) started_at: DateTime,
+    /// When it was stored.
+    pub(super) stored_at: DateTime,
     /// One per item: `{o: <payload>}` for an output, `{e: "<message>"}` for an error.
     pub(super) outcomes: Vec<Document>,
 }

@@ -9,11 +9,13 @@ use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{data, Compiler, Ctx, Vars};
 use jaq_json::Val;
 
-use super::{item_text, reject_unknown_params, ItemProcessor, Task};
+use super::{item_text, reject_unknown_params, ItemProcessor, Task, Transient};
 use crate::model::{ItemOutcome, Payload};
 
 /// Longest filter text accepted.
 const MAX_FILTER_BYTES: usize = 64 * 1024;
+/// Most output one item may produce (all its results together).
+const MAX_OUTPUT_BYTES: usize = 4 << 20;
 
 /// Built-ins that reach outside the item (the environment, the clock, other inputs).
 const IMPURE_BUILTINS: &[&str] = &["env", "now", "input", "inputs", "input_filename"];
@@ -89,15 +91,32 @@ struct JqProcessor {
 }
 
 impl ItemProcessor for JqProcessor {
-    fn process(&mut self, item: &Payload) -> ItemOutcome {
+    fn process(&mut self, item: &Payload) -> Result<ItemOutcome, Transient> {
+        Ok(self.apply(item))
+    }
+}
+
+impl JqProcessor {
+    fn apply(&self, item: &Payload) -> ItemOutcome {
         let text = item_text(item)?;
         let input = jaq_json::read::parse_single(text.as_bytes())
             .map_err(|error| format!("item is not valid JSON: {error}"))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut lines = Vec::new();
+        let mut output = String::new();
         for result in self.filter.id.run((ctx, input)) {
             match result {
-                Ok(value) => lines.push(value.to_string()),
+                Ok(value) => {
+                    if !output.is_empty() {
+                        output.push('\n');
+                    }
+                    output.push_str(&value.to_string());
+                    // A filter like `repeat(.)` never ends: stop it before it eats the memory.
+                    if output.len() > MAX_OUTPUT_BYTES {
+                        return Err(format!(
+                            "jq output is over the limit of {MAX_OUTPUT_BYTES} bytes"
+                        ));
+                    }
+                }
                 Err(exception) => {
                     return Err(match exception.get_err() {
                         Ok(error) => format!("jq error: {error}"),
@@ -106,7 +125,7 @@ impl ItemProcessor for JqProcessor {
                 }
             }
         }
-        Ok(Payload::Text(lines.join("\n")))
+        Ok(Payload::Text(output))
     }
 }
 
@@ -150,5 +169,16 @@ mod tests {
         assert!(Jq.validate(&serde_json::json!({})).is_err());
         let halted = run(&Jq, serde_json::json!({"filter": "halt"}), &["1"]);
         assert!(halted[0].is_err());
+    }
+
+    #[test]
+    fn endless_output_is_an_item_error() {
+        let endless = run(&Jq, serde_json::json!({"filter": "repeat(.)"}), &["1"]);
+        assert_eq!(
+            endless,
+            vec![Err(format!(
+                "jq output is over the limit of {MAX_OUTPUT_BYTES} bytes"
+            ))]
+        );
     }
 }

@@ -34,15 +34,23 @@ pub trait Task: Send + Sync + 'static {
 
 /// Applies a task, with its params bound, to one item after another.
 pub trait ItemProcessor {
-    /// The item's output, or why this item failed (a permanent, per-item error).
-    fn process(&mut self, item: &Payload) -> ItemOutcome;
+    /// The item's output, or why this item failed (a permanent, per-item error, stored as the
+    /// item's result); or a [`Transient`] failure that aborts the whole chunk attempt so it is
+    /// retried later.
+    fn process(&mut self, item: &Payload) -> Result<ItemOutcome, Transient>;
 }
 
 impl<F: FnMut(&Payload) -> ItemOutcome> ItemProcessor for F {
-    fn process(&mut self, item: &Payload) -> ItemOutcome {
-        self(item)
+    fn process(&mut self, item: &Payload) -> Result<ItemOutcome, Transient> {
+        Ok(self(item))
     }
 }
+
+/// A failure that may pass if the chunk is tried again later (a dependency that is down, a
+/// rate limit): the worker retries the chunk with backoff, up to its attempt limit, instead of
+/// recording an error for the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transient(pub String);
 
 /// The tasks this build offers, by name.
 #[derive(Clone)]
@@ -155,7 +163,11 @@ pub(crate) mod test_support {
         let mut processor = task.processor(&params).expect("valid params");
         items
             .iter()
-            .map(|item| processor.process(&Payload::Text((*item).to_owned())))
+            .map(|item| {
+                processor
+                    .process(&Payload::Text((*item).to_owned()))
+                    .expect("built-in tasks never fail transiently")
+            })
             .collect()
     }
 

@@ -1,19 +1,36 @@
-//! Processing one chunk, in the order that makes a crash at any point safe: read the batch and
-//! the chunk, run the task off the async runtime, store the results under the chunk's
-//! deterministic id, add the counts once (only the delivery that stored the results does), move
-//! the batch to its terminal state if this was its last chunk, and only then let the caller
-//! XACK. Events are published after each change; they are derived from MongoDB, so a lost one
-//! costs a watcher only granularity.
+//! One delivery of one chunk, in the order that makes a crash at any point safe: read the batch
+//! and the chunk, run the task ([`crate::execute`]), check the lease is still ours, store the
+//! results under the chunk's deterministic id, add the counts once (only the delivery that
+//! stored the results does, and only against the batch generation it read), move the batch to
+//! its terminal state if this was its last chunk, and only then acknowledge the message.
+//!
+//! While it works the worker holds the message's lease, extending it with heartbeats
+//! ([`crate::lease`]). A MongoDB or Redis outage is waited out holding the lease, without
+//! spending an attempt; any other failure spends one: the chunk goes to the retry set with a
+//! backoff, or, after the last attempt, to the dead-letter stream with its items recorded as
+//! failed, so the batch still finishes.
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sluice::broker::{Broker, ChunkMessage};
-use sluice::convert::{event_of, now_timestamp};
-use sluice::model::{BatchState, ItemOutcome, Payload};
+use mongodb::bson::DateTime;
+use sluice::broker::{Broker, ChunkMessage, DeadLetter};
+use sluice::model::ItemOutcome;
 use sluice::progress::Progress;
-use sluice::store::{BatchRecord, Store};
-use sluice::tasks::{Task, TaskRegistry};
+use sluice::store::{BatchRecord, ResultOrigin, Store, StoredChunk};
+use sluice::tasks::TaskRegistry;
 use sluice::Error;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::execute::{run_chunk, Run};
+use crate::retry::retry_delay;
+use crate::WorkerConfig;
+
+/// First pause while MongoDB or Redis is unreachable; it doubles up to [`OUTAGE_MAX_PAUSE`].
+const OUTAGE_FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between tries during an outage.
+const OUTAGE_MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// What a worker needs to process chunks.
 #[derive(Debug, Clone)]
@@ -24,145 +41,305 @@ pub(crate) struct ChunkContext {
     pub(crate) registry: TaskRegistry,
     /// This worker's consumer name, recorded with the results it stores.
     pub(crate) consumer: String,
+    pub(crate) config: Arc<WorkerConfig>,
+    /// Set when the worker shuts down: outage waits give up and leave their chunk pending.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// How one delivery of a chunk ended.
+#[derive(Debug)]
+enum Ending {
+    /// Nothing is left to do with this message (done now, done before, or its batch is gone
+    /// or finished): acknowledge it.
+    Done,
+    /// Another worker reclaimed the message: it is theirs now.
+    LeaseLost,
+    /// The attempt failed for a reason that may pass.
+    Failed(String),
+    /// The worker is shutting down while a store is unreachable: leave the message pending,
+    /// another worker reclaims it.
+    Abandoned,
+}
+
+/// An outage outlasted the worker, or an operation failed outright.
+enum Stop {
+    ShuttingDown,
+    Failed(Error),
 }
 
 impl ChunkContext {
-    /// Processes one chunk message and acknowledges it once nothing is left to do (processed
-    /// now, processed before, or its batch is gone or finished). On `Err` the message stays
-    /// pending for retry.
-    pub(crate) async fn process(&self, message: &ChunkMessage) -> Result<(), Error> {
-        let to_publish = self.apply(message).await?;
-        if let Err(error) = self.broker.ack(&message.entry_id).await {
-            warn!(%error, "cannot acknowledge chunk; it will be redelivered and skipped");
+    /// Processes one delivery of a chunk message, from start to its acknowledgement (or its
+    /// move to the retry set or dead-letter stream).
+    pub(crate) async fn process(&self, message: ChunkMessage) {
+        let attempt = message.attempt();
+        let max_attempts = u64::from(self.config.max_attempts);
+        if attempt > max_attempts {
+            // Every earlier delivery ended with its worker gone (a crash, a lost lease), maybe
+            // because this very chunk kills workers: do not run it again.
+            let reason = format!(
+                "{} deliveries ended without a result (worker stopped or lost its lease)",
+                attempt - 1
+            );
+            return self.give_up(&message, attempt - 1, &reason).await;
         }
-        for record in &to_publish {
-            self.publish(record).await;
+        let work = self.attempt(&message, attempt);
+        match crate::lease::hold(self, &message.entry_id, work, Ending::LeaseLost).await {
+            Ending::Done => self.acknowledge(&message).await,
+            Ending::LeaseLost => info!("another worker reclaimed the chunk; leaving it to them"),
+            Ending::Abandoned => info!("shutting down during an outage; chunk left pending"),
+            Ending::Failed(reason) if attempt < max_attempts => {
+                let jitter = fastrand::f64();
+                let delay = retry_delay(
+                    attempt,
+                    self.config.retry_backoff,
+                    self.config.retry_backoff_max,
+                    jitter,
+                );
+                match self
+                    .broker
+                    .retry_later(&self.consumer, &message, delay)
+                    .await
+                {
+                    Ok(true) => warn!(
+                        attempt,
+                        %reason,
+                        retry_in_s = delay.as_secs_f64(),
+                        "chunk attempt failed; retrying later"
+                    ),
+                    Ok(false) => info!("chunk attempt failed, and another worker has it now"),
+                    Err(error) => warn!(
+                        attempt,
+                        %reason,
+                        %error,
+                        "chunk attempt failed and cannot be scheduled; it is reclaimed after the visibility timeout"
+                    ),
+                }
+            }
+            Ending::Failed(reason) => self.give_up(&message, attempt, &reason).await,
         }
-        Ok(())
     }
 
-    /// Does the chunk's work; returns the batch changes still to announce (the counts and, for
-    /// the last chunk, the terminal state), which are published after the acknowledgement.
-    async fn apply(&self, message: &ChunkMessage) -> Result<Vec<BatchRecord>, Error> {
-        let batch_id = message.batch_id.as_str();
-        let Some(batch) = self.store.get_batch(batch_id).await? else {
-            warn!(
-                batch_id,
-                chunk = message.chunk_index,
-                "chunk of an unknown batch; dropping"
-            );
-            return Ok(Vec::new());
-        };
-        if batch.state.is_terminal() {
-            debug!(batch_id, chunk = message.chunk_index, state = %batch.state, "batch finished; skipping chunk");
-            return Ok(Vec::new());
-        }
-        if batch.state == BatchState::Queued {
-            if let Some(running) = self.progress.mark_running(batch_id).await? {
-                self.publish(&running).await;
+    /// One attempt, waiting out outages.
+    async fn attempt(&self, message: &ChunkMessage, attempt: u64) -> Ending {
+        let started_at = DateTime::now();
+        // The task's outcomes survive an outage during the writes, so it is not run twice.
+        let mut outcomes = None;
+        let mut pause = OUTAGE_FIRST_PAUSE;
+        loop {
+            match self
+                .try_attempt(message, attempt, started_at, &mut outcomes)
+                .await
+            {
+                Ok(ending) => return ending,
+                Err(error) if error.is_outage() => {
+                    warn!(%error, "store unreachable; holding the chunk and trying again");
+                    if self.pause(pause).await.is_err() {
+                        return Ending::Abandoned;
+                    }
+                    pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
+                }
+                Err(error) => return Ending::Failed(error.to_string()),
             }
         }
-        let Some(chunk) = self.store.get_chunk(batch_id, message.chunk_index).await? else {
-            warn!(
-                batch_id,
-                chunk = message.chunk_index,
-                "chunk missing from mongodb; dropping"
-            );
-            return Ok(Vec::new());
+    }
+
+    async fn try_attempt(
+        &self,
+        message: &ChunkMessage,
+        attempt: u64,
+        started_at: DateTime,
+        outcomes: &mut Option<Vec<ItemOutcome>>,
+    ) -> Result<Ending, Error> {
+        let Some((batch, chunk)) = self.load(message).await? else {
+            return Ok(Ending::Done);
         };
-        let task = self.registry.get(&batch.task);
-        let params = batch.params.clone();
-        let items = chunk.items.clone();
-        let outcomes = tokio::task::spawn_blocking(move || run_items(task, &params, &items))
+        if outcomes.is_none() {
+            let run = run_chunk(
+                self.registry.get(&batch.task),
+                batch.params.clone(),
+                chunk.items.clone(),
+                self.config.chunk_timeout,
+                &self.store,
+                &batch.id,
+            )
+            .await;
+            match run {
+                Run::Finished(finished) => *outcomes = Some(finished),
+                Run::Cancelled => {
+                    debug!("batch cancelled while the chunk ran; nothing recorded");
+                    return Ok(Ending::Done);
+                }
+                Run::Failed(reason) => return Ok(Ending::Failed(reason)),
+            }
+        }
+        // Another worker may have reclaimed the chunk while this one was slow: then its results
+        // are theirs to store. (Storing them anyway would still be safe: the first insert
+        // wins.) A Redis error here is no reason to throw the work away.
+        if let Ok(false) = self
+            .broker
+            .extend_lease(&self.consumer, &message.entry_id)
             .await
-            .map_err(|error| {
-                Error::Unavailable(format!("task panicked or was cancelled: {error}"))
-            })?;
+        {
+            return Ok(Ending::LeaseLost);
+        }
+        let origin = ResultOrigin {
+            worker: &self.consumer,
+            attempt,
+            started_at,
+        };
+        let stored = outcomes.as_deref().unwrap_or_default();
+        self.record(&batch, &chunk, stored, &origin).await?;
+        Ok(Ending::Done)
+    }
+
+    /// The message's batch and chunk; `None` if there is nothing to do (the batch is gone or
+    /// finished, or the chunk is missing). A QUEUED batch becomes RUNNING here.
+    async fn load(
+        &self,
+        message: &ChunkMessage,
+    ) -> Result<Option<(BatchRecord, StoredChunk)>, Error> {
+        let batch_id = message.batch_id.as_str();
+        let Some(batch) = self.store.get_batch(batch_id).await? else {
+            warn!("chunk of an unknown batch; dropping it");
+            return Ok(None);
+        };
+        if batch.state.is_terminal() {
+            debug!(state = %batch.state, "batch finished; skipping the chunk");
+            return Ok(None);
+        }
+        let Some(chunk) = self.store.get_chunk(batch_id, message.chunk_index).await? else {
+            warn!("chunk missing from mongodb; dropping it");
+            return Ok(None);
+        };
+        if batch.state == sluice::model::BatchState::Queued {
+            self.progress.mark_running(batch_id).await?;
+        }
+        Ok(Some((batch, chunk)))
+    }
+
+    /// Stores a chunk's outcomes once, counts them once, and finishes the batch after its last
+    /// chunk.
+    async fn record(
+        &self,
+        batch: &BatchRecord,
+        chunk: &StoredChunk,
+        outcomes: &[ItemOutcome],
+        origin: &ResultOrigin<'_>,
+    ) -> Result<(), Error> {
         if !self
             .store
-            .insert_result(batch_id, &chunk, &outcomes, &self.consumer)
+            .insert_result(&batch.id, chunk, outcomes, origin)
             .await?
         {
-            debug!(
-                batch_id,
-                chunk = chunk.index,
-                "results were already stored by an earlier delivery"
-            );
-            return Ok(Vec::new());
+            debug!("results were already stored by an earlier delivery");
+            return Ok(());
         }
         let failed = outcomes.iter().filter(|outcome| outcome.is_err()).count() as u64;
         let succeeded = outcomes.len() as u64 - failed;
-        let Some(updated) = self
+        let counted = self
             .progress
-            .add_chunk_counts(batch_id, succeeded, failed)
-            .await?
-        else {
-            return Ok(Vec::new());
+            .add_chunk_counts(&batch.id, batch.generation, succeeded, failed)
+            .await?;
+        let Some(updated) = counted else {
+            debug!("batch finished or was recounted meanwhile; the recount holds this chunk");
+            return Ok(());
         };
-        let mut to_publish = vec![updated.clone()];
         if updated.counters.chunks_done >= updated.counters.chunks_total {
             if let Some(finished) = self.progress.finish(&updated).await? {
                 info!(
-                    batch_id,
                     state = %finished.state,
                     succeeded = finished.counters.items_succeeded,
                     failed = finished.counters.items_failed,
                     "batch finished"
                 );
-                to_publish.push(finished);
             }
         }
-        Ok(to_publish)
+        Ok(())
     }
 
-    async fn publish(&self, record: &BatchRecord) {
-        if let Err(error) = self
+    /// After the last attempt: records every item of the chunk as failed with `reason`, so the
+    /// batch can finish (FAILED), then moves the message to the dead-letter stream.
+    async fn give_up(&self, message: &ChunkMessage, attempts: u64, reason: &str) {
+        let item_error = format!("gave up after {attempts} attempts: {reason}");
+        let recorded = self
+            .patiently(|| async {
+                let Some((batch, chunk)) = self.load(message).await? else {
+                    return Ok(());
+                };
+                let outcomes: Vec<ItemOutcome> = chunk
+                    .items
+                    .iter()
+                    .map(|_| Err(item_error.clone()))
+                    .collect();
+                let origin = ResultOrigin {
+                    worker: &self.consumer,
+                    attempt: attempts,
+                    started_at: DateTime::now(),
+                };
+                self.record(&batch, &chunk, &outcomes, &origin).await
+            })
+            .await;
+        match recorded {
+            Ok(()) => {}
+            Err(Stop::ShuttingDown) => return info!("shutting down; chunk left pending"),
+            Err(Stop::Failed(error)) => {
+                // Left pending: the next delivery tries to record the failure again.
+                return warn!(%error, "cannot record the chunk's failure; leaving it pending");
+            }
+        }
+        let letter = DeadLetter {
+            message,
+            reason,
+            consumer: &self.consumer,
+        };
+        match self
             .broker
-            .publish_event(&event_of(record, now_timestamp()))
+            .dead_letter(letter, self.config.dead_letter_max)
             .await
         {
-            warn!(batch_id = %record.id, %error, "cannot publish progress event");
+            Ok(()) => warn!(
+                attempts,
+                reason, "chunk failed its last attempt; dead-lettered"
+            ),
+            Err(error) => warn!(%error, "cannot dead-letter the chunk; its failure is recorded"),
         }
     }
-}
 
-/// Runs the task over the items on the current (blocking) thread. A task this worker does not
-/// offer, or params it rejects, make every item fail with that reason.
-fn run_items(task: Option<Arc<dyn Task>>, params: &str, items: &[Payload]) -> Vec<ItemOutcome> {
-    let processor = match task {
-        None => Err("this worker does not offer the batch's task".to_owned()),
-        Some(task) => serde_json::from_str(params)
-            .map_err(|error| format!("invalid params: {error}"))
-            .and_then(|params| {
-                task.processor(&params)
-                    .map_err(|error| format!("invalid params: {error}"))
-            }),
-    };
-    match processor {
-        Ok(mut processor) => items.iter().map(|item| processor.process(item)).collect(),
-        Err(reason) => items.iter().map(|_| Err(reason.clone())).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_tasks_fail_every_item() {
-        let items = vec![Payload::Text("a".into()), Payload::Text("b".into())];
-        let outcomes = run_items(None, "{}", &items);
-        assert_eq!(outcomes.len(), 2);
-        assert!(outcomes.iter().all(Result::is_err));
+    /// Acknowledges a message whose work is done. If that fails the message is delivered again
+    /// later and skipped then, its results being stored.
+    async fn acknowledge(&self, message: &ChunkMessage) {
+        if let Err(error) = self.broker.ack(&message.entry_id).await {
+            warn!(%error, "cannot acknowledge chunk; it will be redelivered and skipped");
+        }
     }
 
-    #[test]
-    fn runs_a_known_task() {
-        let task = TaskRegistry::builtin().get("echo");
-        let items = vec![Payload::Text("a".into())];
-        assert_eq!(
-            run_items(task, "{}", &items),
-            vec![Ok(Payload::Text("a".into()))]
-        );
+    /// Runs `operation` until it succeeds or fails for a reason other than an outage, pausing
+    /// longer after each outage; gives up when the worker shuts down.
+    async fn patiently<T, F, Fut>(&self, mut operation: F) -> Result<T, Stop>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut pause = OUTAGE_FIRST_PAUSE;
+        loop {
+            match operation().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_outage() => {
+                    warn!(%error, "store unreachable; trying again");
+                    self.pause(pause).await.map_err(|()| Stop::ShuttingDown)?;
+                    pause = (pause * 2).min(OUTAGE_MAX_PAUSE);
+                }
+                Err(error) => return Err(Stop::Failed(error)),
+            }
+        }
+    }
+
+    /// Sleeps `pause`, or returns `Err` at once if the worker is shutting down.
+    async fn pause(&self, pause: Duration) -> Result<(), ()> {
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Err(()),
+            _ = tokio::time::sleep(pause) => Ok(()),
+        }
     }
 }
