@@ -165,7 +165,7 @@ impl BatchSpec {
     pub fn validate(
         task: &str,
         params: &str,
-        chunk_size: u32,
+        chunk_size: Option<u32>,
         idempotency_key: &str,
         limits: &Limits,
         registry: &TaskRegistry,
@@ -190,14 +190,23 @@ impl BatchSpec {
             .validate(&params_value)
             .map_err(|message| Error::invalid("params", message))?;
         let chunk_size = match chunk_size {
-            0 => limits.default_chunk_size,
-            size if size > limits.max_chunk_size => {
+            None => limits.default_chunk_size,
+            Some(0) => {
+                return Err(Error::invalid(
+                    "chunk_size",
+                    format!(
+                        "must be at least 1 (leave it unset for the default of {})",
+                        limits.default_chunk_size
+                    ),
+                ));
+            }
+            Some(size) if size > limits.max_chunk_size => {
                 return Err(Error::invalid(
                     "chunk_size",
                     format!("{size} is over the limit of {}", limits.max_chunk_size),
                 ));
             }
-            size => size,
+            Some(size) => size,
         };
         const MAX_KEY_BYTES: usize = 256;
         if idempotency_key.len() > MAX_KEY_BYTES {

@@ -86,13 +86,20 @@ fn failure(code: u8, message: String) -> Failure {
     }
 }
 
-/// Whether retrying may help: the server, or the way to it, is down for now.
+/// Whether retrying may help: the server, or the way to it, is down for now. That is
+/// UNAVAILABLE from the server, or a call that broke in transit (a server killed mid-stream
+/// leaves an UNKNOWN status made on this side, with the transport error as its source; a
+/// status the server sent has none).
 pub(crate) fn is_transient(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.is::<Unreachable>()
             || cause
                 .downcast_ref::<tonic::Status>()
-                .is_some_and(|status| status.code() == tonic::Code::Unavailable)
+                .is_some_and(|status| match status.code() {
+                    tonic::Code::Unavailable => true,
+                    tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+                    _ => false,
+                })
     })
 }
 
@@ -241,6 +248,11 @@ mod tests {
     fn only_outages_are_transient() {
         assert!(is_transient(&tonic::Status::unavailable("down").into()));
         assert!(!is_transient(&tonic::Status::not_found("gone").into()));
+        let broken_in_transit = tonic::Status::from_error(Box::new(std::io::Error::other("reset")));
+        assert!(is_transient(&broken_in_transit.into()));
+        assert!(!is_transient(
+            &tonic::Status::unknown("sent by the server").into()
+        ));
         assert!(!is_transient(&anyhow::anyhow!("other")));
     }
 }

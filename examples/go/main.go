@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	sluicev1 "example.invalid/sluice/examples/go/gen/sluice/v1"
 )
@@ -67,7 +68,7 @@ func run() int {
 	defer cancel()
 	request := &sluicev1.SubmitBatchRequest{
 		Task:           "wordcount",
-		ChunkSize:      2,
+		ChunkSize:      proto.Uint32(2),
 		IdempotencyKey: "go-example-" + rand.Text(),
 	}
 	for _, sentence := range sentences {

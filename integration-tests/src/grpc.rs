@@ -139,3 +139,54 @@ pub async fn wait_for_health(
     })
     .await;
 }
+
+/// Creates a batch (CreateBatch) and returns it.
+pub async fn create_batch(
+    client: &mut BatchServiceClient<Channel>,
+    task: &str,
+    params: &str,
+    items: Vec<api::Payload>,
+    chunk_size: u32,
+) -> api::Batch {
+    let request = api::CreateBatchRequest {
+        task: task.to_owned(),
+        params: params.to_owned(),
+        items,
+        chunk_size: Some(chunk_size),
+        ..Default::default()
+    };
+    client
+        .create_batch(request)
+        .await
+        .expect("batch accepted")
+        .into_inner()
+        .batch
+        .expect("the response carries the batch")
+}
+
+/// Watches a batch from its snapshot to its terminal event; returns every event.
+pub async fn watch_to_end(
+    client: &mut BatchServiceClient<Channel>,
+    batch_id: &str,
+) -> Vec<BatchEvent> {
+    let request = api::WatchBatchRequest {
+        batch_id: batch_id.to_owned(),
+        after_sequence: 0,
+    };
+    let stream = client
+        .watch_batch(request)
+        .await
+        .expect("watch accepted")
+        .into_inner();
+    collect_events(stream, |response| response.event).await
+}
+
+/// The counters of an event, as (items succeeded, items failed, chunks done).
+pub fn done_counts(event: &BatchEvent) -> (u64, u64, u64) {
+    let counters = event.counters.unwrap_or_default();
+    (
+        counters.items_succeeded,
+        counters.items_failed,
+        counters.chunks_done,
+    )
+}

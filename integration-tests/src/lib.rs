@@ -62,8 +62,18 @@ impl Process {
 }
 
 impl TestEnv {
-    /// A fresh namespace named after the test.
+    /// A fresh namespace named after the test, on the shared Redis and MongoDB.
     pub async fn new(test_name: &str) -> TestEnv {
+        TestEnv::on(test_name, None, None).await
+    }
+
+    /// A fresh namespace named after the test, on the given Redis and MongoDB (the shared ones
+    /// where `None`).
+    pub async fn on(
+        test_name: &str,
+        redis_url: Option<String>,
+        mongo_url: Option<String>,
+    ) -> TestEnv {
         // Logs of the in-process servers and workers, shown for failing tests (RUST_LOG filters).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -74,10 +84,14 @@ impl TestEnv {
             &uuid::Uuid::now_v7().simple().to_string()[20..]
         );
         let connection = ConnectionArgs {
-            redis_url: std::env::var("SLUICE_REDIS_URL")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-            mongo_url: std::env::var("SLUICE_MONGO_URL")
-                .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned()),
+            redis_url: redis_url.unwrap_or_else(|| {
+                std::env::var("SLUICE_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+            }),
+            mongo_url: mongo_url.unwrap_or_else(|| {
+                std::env::var("SLUICE_MONGO_URL")
+                    .unwrap_or_else(|_| "mongodb://127.0.0.1:27017".to_owned())
+            }),
             mongo_db: unique.replace('-', "_"),
             key_prefix: unique,
         };
@@ -246,6 +260,46 @@ impl TestEnv {
             .await
             .expect("find");
         cursor.try_collect().await.expect("read cursor")
+    }
+
+    /// Every stored outcome of a batch, as (item index, output text or error), sorted by
+    /// index, read straight from MongoDB's result documents. A test compares its length and
+    /// indexes with the batch's items to check that every item has exactly one result.
+    pub async fn stored_outcomes(&self, batch_id: &str) -> Vec<(u64, Result<String, String>)> {
+        let mut outcomes = Vec::new();
+        for result in self.documents("results").await {
+            if result.get_str("batch_id") != Ok(batch_id) {
+                continue;
+            }
+            let first = result.get_i64("first_item").expect("first_item") as u64;
+            let stored = result.get_array("outcomes").expect("outcomes");
+            for (offset, outcome) in stored.iter().enumerate() {
+                let outcome = outcome.as_document().expect("outcome document");
+                let text = match outcome.get_str("o") {
+                    Ok(output) => Ok(output.to_owned()),
+                    Err(_) => Err(outcome.get_str("e").expect("output or error").to_owned()),
+                };
+                outcomes.push((first + offset as u64, text));
+            }
+        }
+        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes
+    }
+
+    /// Asserts that the first `count` items of a batch each have exactly one stored result,
+    /// and no other item has one.
+    pub async fn assert_one_result_per_item(&self, batch_id: &str, count: u64) {
+        let indexes: Vec<u64> = self
+            .stored_outcomes(batch_id)
+            .await
+            .iter()
+            .map(|(index, _)| *index)
+            .collect();
+        assert_eq!(
+            indexes,
+            (0..count).collect::<Vec<_>>(),
+            "exactly one stored result per item, none missing or doubled"
+        );
     }
 
     /// The test's key names.

@@ -1,7 +1,6 @@
 //! The core pipeline end to end: batches of several sizes through SubmitBatch, checked event by
 //! event and item by item in MongoDB.
 use integration_tests::*;
-use mongodb::bson::Document;
 use sluice::api::{self, BatchState};
 
 async fn submit(
@@ -15,7 +14,7 @@ async fn submit(
         task: task.to_owned(),
         params: params.to_owned(),
         items,
-        chunk_size,
+        chunk_size: Some(chunk_size),
         ..Default::default()
     };
     let stream = client
@@ -26,37 +25,13 @@ async fn submit(
     collect_events(stream, |response| response.event).await
 }
 
-/// Every stored output of the batch, by item index, read straight from MongoDB.
-async fn stored_outputs(env: &TestEnv, batch_id: &str) -> Vec<(u64, Result<String, String>)> {
-    let mut outputs = Vec::new();
-    for result in env.documents("results").await {
-        if result.get_str("batch_id") != Ok(batch_id) {
-            continue;
-        }
-        let first = result.get_i64("first_item").expect("first_item") as u64;
-        let outcomes = result.get_array("outcomes").expect("outcomes");
-        for (offset, outcome) in outcomes.iter().enumerate() {
-            let outcome = outcome.as_document().expect("outcome document");
-            outputs.push((first + offset as u64, outcome_text(outcome)));
-        }
-    }
-    outputs.sort_by_key(|(index, _)| *index);
-    outputs
-}
-
-fn outcome_text(outcome: &Document) -> Result<String, String> {
-    match outcome.get_str("o") {
-        Ok(output) => Ok(output.to_owned()),
-        Err(_) => Err(outcome.get_str("e").expect("output or error").to_owned()),
-    }
-}
-
+/// Runs an echo batch of `count` items and checks it item by item; returns its id.
 async fn check_echo_batch(
     env: &TestEnv,
     address: std::net::SocketAddr,
     count: usize,
     chunk_size: u32,
-) {
+) -> String {
     let mut client = env.client(address).await;
     let events = submit(&mut client, "echo", "", json_items(count), chunk_size).await;
     let terminal = check_event_stream(&events);
@@ -75,7 +50,7 @@ async fn check_echo_batch(
         (counters.chunks_total, counters.chunks_done),
         (chunks, chunks)
     );
-    let outputs = stored_outputs(env, &terminal.batch_id).await;
+    let outputs = env.stored_outcomes(&terminal.batch_id).await;
     assert_eq!(outputs.len(), count, "exactly one stored result per item");
     for (position, (index, output)) in outputs.iter().enumerate() {
         assert_eq!(
@@ -93,6 +68,7 @@ async fn check_echo_batch(
         .iter()
         .enumerate()
         .all(|(i, result)| result.index == i as u64));
+    terminal.batch_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,17 +88,32 @@ async fn twenty_thousand_items_succeed_with_exact_results() {
     let address = env.start_server().await;
     env.start_worker(4).await;
     env.start_worker(4).await;
-    check_echo_batch(&env, address, 20_000, 1_000).await;
+    let batch_id = check_echo_batch(&env, address, 20_000, 1_000).await;
     // The last acknowledgements may land just after the terminal event.
-    let trimmed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while env.stream_length().await > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    });
-    assert!(
-        trimmed.await.is_ok(),
-        "done chunks are deleted from the stream"
-    );
+    eventually(
+        "done chunks to be deleted from the stream",
+        std::time::Duration::from_secs(10),
+        || async { (env.stream_length().await == 0).then_some(()) },
+    )
+    .await;
+    // A reader starting in the middle gets the rest, in order, from that item on.
+    let mut client = env.client(address).await;
+    let request = api::ListResultsRequest {
+        batch_id,
+        start_index: 12_345,
+        ..Default::default()
+    };
+    let rest: Vec<api::ListResultsResponse> = futures::TryStreamExt::try_collect(
+        client
+            .list_results(request)
+            .await
+            .expect("list")
+            .into_inner(),
+    )
+    .await
+    .expect("results");
+    let indexes: Vec<u64> = rest.iter().map(|result| result.index).collect();
+    assert_eq!(indexes, (12_345..20_000).collect::<Vec<u64>>());
     env.finish().await;
 }
 

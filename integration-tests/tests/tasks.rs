@@ -15,7 +15,7 @@ async fn run_batch(
         task: task.into(),
         params: params.into(),
         items: items.iter().map(|item| text(item)).collect(),
-        chunk_size: 2,
+        chunk_size: Some(2),
         ..Default::default()
     };
     let stream = client

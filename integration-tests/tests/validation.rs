@@ -102,9 +102,17 @@ async fn every_bad_batch_is_rejected_and_writes_nothing() {
             field: "items[1]",
         },
         Case {
+            name: "chunk size 0",
+            request: api::CreateBatchRequest {
+                chunk_size: Some(0),
+                ..create("echo", "", one())
+            },
+            field: "chunk_size",
+        },
+        Case {
             name: "chunk size over the limit",
             request: api::CreateBatchRequest {
-                chunk_size: 101,
+                chunk_size: Some(101),
                 ..create("echo", "", one())
             },
             field: "chunk_size",
@@ -178,7 +186,7 @@ async fn a_bad_upload_leaves_nothing_behind() {
     let header = |chunk_size| api::UploadBatchRequest {
         content: Some(Content::Header(api::UploadHeader {
             task: "echo".into(),
-            chunk_size,
+            chunk_size: Some(chunk_size),
             ..Default::default()
         })),
     };

@@ -15,7 +15,7 @@ async fn watchers_anywhere_see_the_same_terminal_event() {
         task: "sleep".into(),
         params: r#"{"ms": 25}"#.into(),
         items: json_items(20),
-        chunk_size: 2,
+        chunk_size: Some(2),
         ..Default::default()
     };
     let batch = client
@@ -95,7 +95,7 @@ async fn a_watcher_attached_mid_batch_resumes_after_its_sequence() {
         task: "sleep".into(),
         params: r#"{"ms": 20}"#.into(),
         items: json_items(12),
-        chunk_size: 2,
+        chunk_size: Some(2),
         ..Default::default()
     };
     let mut submitted = client

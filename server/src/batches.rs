@@ -21,7 +21,7 @@ const CHUNKS_PER_WRITE: usize = 4;
 pub(crate) struct Header<'a> {
     pub(crate) task: &'a str,
     pub(crate) params: &'a str,
-    pub(crate) chunk_size: u32,
+    pub(crate) chunk_size: Option<u32>,
     pub(crate) idempotency_key: &'a str,
 }
 

@@ -22,6 +22,7 @@ mod batches;
 mod config;
 mod health;
 mod hub;
+mod results;
 mod service;
 mod watch;
 

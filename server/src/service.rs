@@ -8,8 +8,6 @@ use sluice::api::{self, upload_batch_request::Content};
 use sluice::convert::state_from_api;
 use sluice::store::Store;
 use sluice::Error;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
@@ -22,8 +20,6 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 const MAX_PAGE_SIZE: u32 = 1_000;
 /// Page size when a request gives none.
 const DEFAULT_PAGE_SIZE: u32 = 50;
-/// Chunks read per MongoDB query while streaming results.
-const RESULT_CHUNKS_PER_READ: u64 = 8;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -281,49 +277,15 @@ impl BatchService for Service {
     ) -> Result<Response<Self::ListResultsStream>, Status> {
         let request = request.into_inner();
         let record = self.get_record(&request.batch_id).await?;
-        let (sender, receiver) = mpsc::channel(64);
-        let store = self.store().clone();
-        let shutdown = self.watches.shutdown.clone();
-        self.watches.tasks.spawn(async move {
-            let mut next = 0;
-            while next < record.counters.chunks_total {
-                let end = (next + RESULT_CHUNKS_PER_READ).min(record.counters.chunks_total);
-                let results = match store.chunk_results(&record.id, next..end).await {
-                    Ok(results) => results,
-                    Err(error) => {
-                        let _ = sender.send(Err(Status::from(error))).await;
-                        return;
-                    }
-                };
-                for result in results {
-                    if result.index < request.start_index
-                        || (request.failed_only && result.outcome.is_ok())
-                    {
-                        continue;
-                    }
-                    let outcome = match result.outcome {
-                        Ok(output) => api::list_results_response::Outcome::Output(output.into()),
-                        Err(error) => api::list_results_response::Outcome::Error(error),
-                    };
-                    let response = api::ListResultsResponse {
-                        index: result.index,
-                        outcome: Some(outcome),
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => {
-                            // A stream cut short must not look complete to the client.
-                            let status = Status::unavailable("server shutting down; retry with start_index");
-                            let _ = sender.try_send(Err(status));
-                            return;
-                        }
-                        sent = sender.send(Ok(response)) => if sent.is_err() { return },
-                    }
-                }
-                next = end;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let results = crate::results::stream(
+            self.store().clone(),
+            record,
+            request,
+            &self.watches.tasks,
+            self.watches.shutdown.clone(),
+        )
+        .await?;
+        Ok(Response::new(Box::pin(results)))
     }
 
     #[instrument(skip_all)]

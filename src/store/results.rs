@@ -40,6 +40,15 @@ impl Store {
         }
     }
 
+    /// Removes a chunk's results (stored by a worker after its batch was cancelled, and never
+    /// counted).
+    pub async fn delete_result(&self, batch_id: &str, chunk_index: u64) -> Result<()> {
+        self.results
+            .delete_one(doc! { "_id": chunk_id(batch_id, chunk_index) })
+            .await?;
+        Ok(())
+    }
+
     /// The stored results of chunks `chunks` (a range of chunk indexes), in item order; chunks
     /// without a result yet are skipped. Readers page through a batch a few chunks at a time.
     pub async fn chunk_results(

@@ -241,8 +241,7 @@ impl ChunkContext {
             .add_chunk_counts(&batch.id, batch.generation, succeeded, failed)
             .await?;
         let Some(updated) = counted else {
-            debug!("batch finished or was recounted meanwhile; the recount holds this chunk");
-            return Ok(());
+            return self.uncounted(batch, chunk).await;
         };
         if updated.counters.chunks_done >= updated.counters.chunks_total {
             if let Some(finished) = self.progress.finish(&updated).await? {
@@ -253,6 +252,23 @@ impl ChunkContext {
                     "batch finished"
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// After a count was refused: either a recount started a new generation (it holds this
+    /// chunk, or the next one will), or the batch ended meanwhile — cancelled while this chunk
+    /// ran — and the results are removed again, so what is stored matches the counters.
+    async fn uncounted(&self, batch: &BatchRecord, chunk: &StoredChunk) -> Result<(), Error> {
+        let ended = match self.store.get_batch(&batch.id).await? {
+            Some(now) => now.state.is_terminal(),
+            None => true,
+        };
+        if ended {
+            debug!("batch ended before this chunk was counted; removing its results");
+            self.store.delete_result(&batch.id, chunk.index).await?;
+        } else {
+            debug!("batch was recounted meanwhile; the recount settles this chunk");
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ pub(crate) async fn run<W: Write>(
     let header = api::UploadHeader {
         task: args.task.clone(),
         params: args.params.clone().unwrap_or_default(),
-        chunk_size: args.chunk_size.unwrap_or(0),
+        chunk_size: args.chunk_size,
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
     };
     let batch = upload(client, header, input, format).await?;
