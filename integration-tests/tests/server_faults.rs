@@ -3,6 +3,7 @@
 //! re-attach is the batch's current snapshot, with cumulative counters), ending with the true
 //! terminal event; the `sluice` CLI does the same by itself, saying so on stderr.
 use std::process::Stdio;
+use std::time::Duration;
 
 use integration_tests::spawned::binary;
 use integration_tests::*;
@@ -137,5 +138,75 @@ async fn the_cli_re_attaches_by_itself_after_a_server_restart() {
     let last = events.last().expect("events");
     assert_eq!(last["state"], "BATCH_STATE_SUCCEEDED");
     assert_eq!(last["counters"]["itemsSucceeded"], "30");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigtermed_server_turns_not_serving_then_ends_streams_retryably() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let mut env = TestEnv::new("serverterm").await;
+    let mut server = env
+        .spawn_server(None, &[("SLUICE_SHUTDOWN_GRACE", "20")])
+        .await;
+    let address = server.address.expect("server address");
+    env.start_worker(1).await;
+    let mut client = env.client(address).await;
+    let batch = create_batch(&mut client, "sleep", r#"{"ms": 200}"#, json_items(20), 2).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "sluice.v1.BatchService".into(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let status = |message: Option<tonic_health::pb::HealthCheckResponse>| {
+        message.map(|response| response.status)
+    };
+    assert_eq!(
+        status(health.message().await.expect("health")),
+        Some(ServingStatus::Serving as i32)
+    );
+    let mut watch = client
+        .watch_batch(api::WatchBatchRequest {
+            batch_id: batch.id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    watch.message().await.expect("snapshot").expect("an event");
+
+    let stopping = tokio::time::Instant::now();
+    server.terminate();
+    assert_eq!(
+        status(health.message().await.expect("health")),
+        Some(ServingStatus::NotServing as i32)
+    );
+    let not_serving_at = tokio::time::Instant::now();
+    drop(health);
+    let ended = loop {
+        match watch.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the watch ended as if the batch had finished"),
+            Err(status) => break status,
+        }
+    };
+    let stream_ended_at = tokio::time::Instant::now();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(not_serving_at <= stream_ended_at);
+    let exit = server.exit_status(Duration::from_secs(25)).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(20),
+        "drained before the grace ran out"
+    );
     env.finish().await;
 }

@@ -214,3 +214,75 @@ async fn a_chunk_unfinished_at_the_end_of_the_grace_period_is_left_for_another_w
     assert_eq!(result_origins(&env).await, vec![(0, "other".to_owned(), 2)]);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_a_draining_worker_at_once() {
+    let mut env = TestEnv::new("twosignals").await;
+    let address = env.start_server().await;
+    let settings = [("SLUICE_SHUTDOWN_GRACE", "30"), ("SLUICE_CONCURRENCY", "1")];
+    let mut leaving = env.spawn_worker("leaving", &settings);
+    let mut client = env.client(address).await;
+    // One chunk of 10 items at 1 s: the drain would wait ten seconds.
+    create_batch(&mut client, "sleep", r#"{"ms": 1000}"#, json_items(10), 10).await;
+    eventually("the worker to hold the chunk", BATCH_TIMEOUT, || async {
+        (env.pending_for("leaving").await == 1).then_some(())
+    })
+    .await;
+    leaving.terminate();
+    eventually("the worker to start draining", READY_TIMEOUT, || async {
+        leaving
+            .log_text()
+            .contains("waiting for in-flight chunks")
+            .then_some(())
+    })
+    .await;
+    let second = Instant::now();
+    leaving.terminate();
+    let status = leaving.exit_status(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(130), "exit status {status:?}");
+    assert!(second.elapsed() < Duration::from_secs(5));
+    assert!(
+        env.documents("results").await.is_empty(),
+        "nothing recorded"
+    );
+    assert_eq!(env.pending_for("leaving").await, 1, "left for reclaim");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_kills_its_workers_is_dead_lettered_after_the_attempt_limit() {
+    let mut env = TestEnv::new("poison").await;
+    let address = env.start_server().await;
+    let settings = [
+        ("SLUICE_VISIBILITY_TIMEOUT", "1"),
+        ("SLUICE_MAX_ATTEMPTS", "2"),
+        ("SLUICE_CONCURRENCY", "1"),
+    ];
+    let mut client = env.client(address).await;
+    // One chunk of 10 items at 1 s, and every worker that takes it dies.
+    let batch = create_batch(&mut client, "sleep", r#"{"ms": 1000}"#, json_items(10), 10).await;
+    for name in ["first", "second"] {
+        let worker = env.spawn_worker(name, &settings);
+        eventually("the worker to take the chunk", BATCH_TIMEOUT, || async {
+            (env.pending_for(name).await == 1).then_some(())
+        })
+        .await;
+        worker.kill();
+    }
+    // Two deliveries ended with a dead worker: the third is not run, it is dead-lettered.
+    let _third = env.spawn_worker("third", &settings);
+    let terminal = check_event_stream(&watch_to_end(&mut client, &batch.id).await);
+    assert_eq!(terminal.state(), BatchState::Failed);
+    assert_eq!(done_counts(&terminal), (0, 10, 1));
+    let reason = "2 deliveries ended without a result (worker stopped or lost its lease)";
+    let outcomes = env.stored_outcomes(&batch.id).await;
+    assert_eq!(outcomes.len(), 10);
+    assert!(outcomes
+        .iter()
+        .all(|(_, outcome)| outcome == &Err(format!("gave up after 2 attempts: {reason}"))));
+    let letters = env.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].get("reason").map(String::as_str), Some(reason));
+    assert_eq!(letters[0].get("worker").map(String::as_str), Some("third"));
+    env.finish().await;
+}

@@ -1,5 +1,6 @@
 //! Health: SERVING only while both Redis and MongoDB answer, checked every second; NOT_SERVING
-//! from the first moment of shutdown. Load balancers and the test harness wait on it.
+//! from the first moment of shutdown, before anything else stops. Load balancers and the test
+//! harness wait on it.
 use std::time::Duration;
 
 use sluice::api::batch_service_server::BatchServiceServer;
@@ -63,4 +64,17 @@ pub(crate) async fn monitor(
         }
     }
     set(&reporter, ServingStatus::NotServing).await;
+}
+
+/// Once `shutdown` fires, reports NOT_SERVING and only then cancels `draining`, which ends open
+/// streams and stops the listener.
+pub(crate) async fn drain_after(
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+    draining: CancellationToken,
+) {
+    shutdown.cancelled().await;
+    set(&reporter, ServingStatus::NotServing).await;
+    info!("not serving; ending open streams");
+    draining.cancel();
 }

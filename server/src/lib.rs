@@ -79,19 +79,27 @@ pub async fn run_with_tasks(
     subscriber.subscribe(keys.event_channel()).await?;
 
     let tasks = TaskTracker::new();
+    // Shutdown goes in order: health turns NOT_SERVING first, so balancers stop sending new
+    // calls here; then (`draining`) open streams end with UNAVAILABLE and the listener closes.
+    let draining = CancellationToken::new();
     let hub = hub::Hub::new(store.clone());
     tasks.spawn(
         hub.clone()
-            .run(subscriber, config.watch_poll_interval(), shutdown.clone()),
+            .run(subscriber, config.watch_poll_interval(), draining.clone()),
     );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::set(&reporter, tonic_health::ServingStatus::NotServing).await;
     tasks.spawn(health::monitor(
-        reporter,
+        reporter.clone(),
         store.clone(),
         broker.clone(),
         shutdown.clone(),
+    ));
+    tasks.spawn(health::drain_after(
+        reporter,
+        shutdown.clone(),
+        draining.clone(),
     ));
 
     let service = service::Service {
@@ -106,7 +114,7 @@ pub async fn run_with_tasks(
             store,
             hub: hub.clone(),
             tasks: tasks.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: draining.clone(),
         },
         max_message_bytes: config.max_message_bytes,
     };
@@ -129,7 +137,7 @@ pub async fn run_with_tasks(
     let address = listener.local_addr().ok();
     info!(?address, "sluice-server listening");
     let grace = Duration::from_secs(config.shutdown_grace);
-    let drained = shutdown.clone();
+    let drained = draining.clone();
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

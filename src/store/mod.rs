@@ -3,8 +3,8 @@
 //! is processed twice is stored once).
 //!
 //! Only what both MongoDB and FerretDB support is used: single-document atomic updates
-//! (`findAndModify` with `$inc`/`$set`), unordered `insert_many`, unique `_id`s, `$sum`
-//! aggregation. No transactions: every multi-document step is ordered so that a crash between
+//! (`findAndModify` with `$inc`/`$set`), unordered `insert_many`, unique `_id`s, projections.
+//! No transactions: every multi-document step is ordered so that a crash between
 //! two writes leaves a state the next delivery or the reconciler can finish (see
 //! docs/reliability.md). Changes to a batch document go through [`crate::progress::Progress`],
 //! which serializes them.

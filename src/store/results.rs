@@ -90,56 +90,40 @@ impl Store {
             .map(|index| index as u64))
     }
 
-    /// The indexes of a batch's chunks that have a stored result.
-    pub async fn stored_chunk_indexes(&self, batch_id: &str) -> Result<Vec<u64>> {
+    /// What each stored result of a batch counts: `(chunk index, items succeeded, items
+    /// failed)`, read with a projection (never the outcomes themselves).
+    pub async fn stored_chunk_tallies(&self, batch_id: &str) -> Result<Vec<(u64, u64, u64)>> {
         let cursor = self
             .results
             .clone_with_type::<Document>()
             .find(doc! { "batch_id": batch_id })
-            .projection(doc! { "_id": 0, "chunk_index": 1 })
+            .projection(doc! { "_id": 0, "chunk_index": 1, "succeeded": 1, "failed": 1 })
             .await?;
         let docs: Vec<Document> = cursor.try_collect().await?;
         docs.iter()
             .map(|doc| {
-                doc.get_i64("chunk_index")
-                    .map(|index| index as u64)
-                    .map_err(|_| Error::Corrupt {
-                        what: "result",
-                        detail: format!("no chunk_index in {doc}"),
-                    })
+                let field = |name: &str| {
+                    doc.get_i64(name)
+                        .map(|value| value as u64)
+                        .map_err(|_| Error::Corrupt {
+                            what: "result",
+                            detail: format!("no {name} in {doc}"),
+                        })
+                };
+                Ok((field("chunk_index")?, field("succeeded")?, field("failed")?))
             })
             .collect()
     }
 
     /// A batch's counters as its stored results add them up (`items_total` and
-    /// `chunks_total` are the batch's own and are left at 0 here).
+    /// `chunks_total` are the batch's own and are left at 0 here). Summed here rather than
+    /// with `$group`, whose `$sum` of a field FerretDB answers with 0.
     pub async fn result_totals(&self, batch_id: &str) -> Result<Counters> {
-        let pipeline = vec![
-            doc! { "$match": { "batch_id": batch_id } },
-            doc! { "$group": {
-                "_id": null,
-                "chunks": { "$sum": 1 },
-                "succeeded": { "$sum": "$succeeded" },
-                "failed": { "$sum": "$failed" },
-            } },
-        ];
-        let mut cursor = self.results.aggregate(pipeline).await?;
-        let Some(totals) = cursor.try_next().await? else {
-            return Ok(Counters::default());
-        };
-        let number = |name: &str| -> u64 {
-            // $sum yields an int32 or an int64 depending on the size of the total.
-            match totals.get(name) {
-                Some(mongodb::bson::Bson::Int32(value)) => *value as u64,
-                Some(mongodb::bson::Bson::Int64(value)) => *value as u64,
-                Some(mongodb::bson::Bson::Double(value)) => *value as u64,
-                _ => 0,
-            }
-        };
+        let tallies = self.stored_chunk_tallies(batch_id).await?;
         Ok(Counters {
-            items_succeeded: number("succeeded"),
-            items_failed: number("failed"),
-            chunks_done: number("chunks"),
+            items_succeeded: tallies.iter().map(|(_, succeeded, _)| succeeded).sum(),
+            items_failed: tallies.iter().map(|(_, _, failed)| failed).sum(),
+            chunks_done: tallies.len() as u64,
             ..Counters::default()
         })
     }

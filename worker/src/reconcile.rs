@@ -92,9 +92,10 @@ impl Reconciler {
     async fn reconcile(&self, mut batch: BatchRecord, queued: &HashSet<u64>) -> Result<(), Error> {
         let stored: HashSet<u64> = self
             .store
-            .stored_chunk_indexes(&batch.id)
+            .stored_chunk_tallies(&batch.id)
             .await?
             .into_iter()
+            .map(|(chunk_index, _, _)| chunk_index)
             .collect();
         if stored.len() as u64 != batch.counters.chunks_done {
             warn!(
