@@ -21,14 +21,14 @@ pub use args::Cli;
 use args::Command;
 use commands::{batches, health, results, submit, watch};
 use failure::Outcome;
-use output::{Display, Printer};
+use output::{EventDisplay, Printer};
 
 /// Runs one command line and returns the exit code (documented in `sluice --help`). Errors are
 /// reported on stderr as one line for a person.
 pub async fn run(cli: Cli) -> ExitCode {
     let server = connection::normalize(&cli.server);
     let mut printer = Printer::new(cli.output, std::io::stdout());
-    let display = Display::for_stdout(cli.output);
+    let display = EventDisplay::for_stdout(cli.output);
     match execute(&cli.command, &server, &mut printer, display).await {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(error) => {
@@ -45,7 +45,7 @@ async fn execute<W: Write>(
     command: &Command,
     server: &str,
     printer: &mut Printer<W>,
-    display: Display,
+    display: EventDisplay,
 ) -> anyhow::Result<Outcome> {
     use connection::connect;
     match command {

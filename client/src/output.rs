@@ -22,20 +22,20 @@ pub(crate) use bar::ProgressView;
 
 /// How a followed batch is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Display {
+pub(crate) enum EventDisplay {
     /// A live progress bar (text output on a terminal).
     Bar,
     /// One record per event (a pipe or a file, or `--output json`).
     Lines,
 }
 
-impl Display {
+impl EventDisplay {
     /// The bar for text on a terminal standard output, lines otherwise.
-    pub(crate) fn for_stdout(format: OutputFormat) -> Display {
+    pub(crate) fn for_stdout(format: OutputFormat) -> EventDisplay {
         if format == OutputFormat::Text && io::stdout().is_terminal() {
-            Display::Bar
+            EventDisplay::Bar
         } else {
-            Display::Lines
+            EventDisplay::Lines
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::commands::watch;
 use crate::connection::Client;
 use crate::failure::Outcome;
 use crate::input::{self, FeedError, Input};
-use crate::output::{Display, Printer};
+use crate::output::{EventDisplay, Printer};
 
 /// `sluice submit`.
 pub(crate) async fn run<W: Write>(
@@ -20,7 +20,7 @@ pub(crate) async fn run<W: Write>(
     args: &SubmitArgs,
     input: Input,
     printer: &mut Printer<W>,
-    display: Display,
+    display: EventDisplay,
 ) -> anyhow::Result<Outcome> {
     let format = InputFormat::resolve(args.format, &args.input);
     let header = api::UploadHeader {

@@ -14,7 +14,7 @@ use sluice::convert::is_terminal;
 use crate::args::WatchArgs;
 use crate::connection::Client;
 use crate::failure::{brief, is_transient, Outcome};
-use crate::output::{Display, EventView, Printer, ProgressView};
+use crate::output::{EventDisplay, EventView, Printer, ProgressView};
 
 /// Attempts in a row that may fail before the watch gives up.
 const MAX_ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
@@ -28,7 +28,7 @@ pub(crate) async fn run<W: Write>(
     client: &mut Client,
     args: &WatchArgs,
     printer: &mut Printer<W>,
-    display: Display,
+    display: EventDisplay,
 ) -> anyhow::Result<Outcome> {
     show(client, &args.id, args.after, printer, display).await
 }
@@ -40,11 +40,11 @@ pub(crate) async fn show<W: Write>(
     batch_id: &str,
     after: u64,
     printer: &mut Printer<W>,
-    display: Display,
+    display: EventDisplay,
 ) -> anyhow::Result<Outcome> {
     match display {
-        Display::Bar => follow(client, batch_id, after, &mut ProgressView::on_stdout()).await,
-        Display::Lines => follow(client, batch_id, after, printer).await,
+        EventDisplay::Bar => follow(client, batch_id, after, &mut ProgressView::on_stdout()).await,
+        EventDisplay::Lines => follow(client, batch_id, after, printer).await,
     }
 }
 
