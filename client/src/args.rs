@@ -19,7 +19,8 @@ Exit codes:
 Examples:
   sluice tasks
   sluice submit --task jq --params '{\"filter\":\".name\"}' --input items.jsonl --watch
-  sluice --output json list --state running";
+  sluice --output json list --state running
+  source <(sluice completions bash)";
 
 /// `sluice`: submit batches of items to a Sluice server, watch them, and read their results.
 #[derive(Debug, Clone, Parser)]
@@ -55,26 +56,38 @@ pub enum OutputFormat {
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Upload a batch from a file of lines (JSON Lines or plain text), one item per line.
+    /// Upload a batch from a file (JSON Lines, plain lines or CSV), streamed as it is read.
     #[command(after_help = "\
-Every line of the input is one item, sent as text (the line without its \\n or \\r\\n); only a
-final empty line at the end of the file is not an item. Lines must be UTF-8.
+Formats (--format, else from the extension: .jsonl/.ndjson are jsonl, .csv is csv, anything
+else and standard input are lines):
+  lines  every line is one item, sent as text (without its \\n or \\r\\n)
+  jsonl  the same, but every line must be valid JSON (checked before anything is sent)
+  csv    the first row names the columns; every later row is one item, a JSON object
+         of column name to value (all strings), e.g. {\"id\":\"7\",\"text\":\"hi\"}
+Only a final empty line at the end of the file is not an item. Input must be UTF-8. An input
+that cannot be read to its end submits nothing.
 
-Example:
-  printf '{\"a\":1}\\n{\"a\":2}\\n' | sluice submit --task jq --params '{\"filter\":\".a\"}' --input - --watch")]
+With --watch, a terminal shows a live progress bar (items done/total, items/s, ETA, failed,
+state); otherwise, or with --output json, one line per event.
+
+Examples:
+  printf '{\"a\":1}\\n{\"a\":2}\\n' | sluice submit --task jq --params '{\"filter\":\".a\"}' --input - --watch
+  sluice submit --task jq --params '{\"filter\":\".text\"}' --input reviews.csv --chunk-size 500")]
     Submit(SubmitArgs),
-    /// Print a batch's events until it finishes; the exit code tells how it ended.
+    /// Follow a batch until it finishes (progress bar on a terminal, else one line per event).
     #[command(after_help = "\
+The exit code tells how the batch ended: 0 SUCCEEDED, 3 FAILED, 4 CANCELLED.
+
 Example:
   sluice watch 0190b6b5-0f6e-7c5e-9a3e-0123456789ab
   sluice watch 0190b6b5-0f6e-7c5e-9a3e-0123456789ab --after 7   # only events after seq 7")]
     Watch(WatchArgs),
-    /// Print one batch.
+    /// Print one batch: its state and counters.
     #[command(after_help = "\
 Example:
   sluice get 0190b6b5-0f6e-7c5e-9a3e-0123456789ab")]
     Get(BatchIdArgs),
-    /// List batches, newest first.
+    /// List batches, newest first, as a table.
     #[command(after_help = "\
 Example:
   sluice list --state failed --limit 10")]
@@ -86,18 +99,37 @@ Example:
     Cancel(BatchIdArgs),
     /// Print a batch's results in item order: one line per item, its output or its error.
     #[command(after_help = "\
-Text lines are `<index>\\tok\\t<output>`, `<index>\\tbinary\\t<base64>` or
-`<index>\\terror\\t<message>`; newlines inside an output are shown as \\n. Use --output json
-for the exact outputs.
+With --out FILE, or --output json, every result is one JSON object per line (JSON Lines):
+{\"index\":\"0\",\"output\":{\"text\":\"...\"}} or {\"index\":\"3\",\"error\":\"...\"}. The file
+appears only once every result is in it.
+Otherwise the lines are `<index>\\tok\\t<output>`, `<index>\\tbinary\\t<base64>` or
+`<index>\\terror\\t<message>`, with newlines inside an output shown as \\n.
 
-Example:
-  sluice results 0190b6b5-0f6e-7c5e-9a3e-0123456789ab --failed-only")]
+Examples:
+  sluice results 0190b6b5-0f6e-7c5e-9a3e-0123456789ab --failed-only
+  sluice results 0190b6b5-0f6e-7c5e-9a3e-0123456789ab --out results.jsonl")]
     Results(ResultsArgs),
     /// List the tasks the workers offer, with their parameters.
     #[command(after_help = "\
 Example:
   sluice tasks")]
     Tasks,
+    /// Check that the server is up and SERVING (Redis and MongoDB reachable).
+    #[command(after_help = "\
+Exit code 0 when SERVING, 5 when the server is unreachable or not serving.
+
+Examples:
+  sluice health
+  until sluice health; do sleep 1; done    # wait for a server that is starting")]
+    Health,
+    /// Print a shell completion script (needs no server).
+    #[command(after_help = "\
+Examples:
+  source <(sluice completions bash)                      # this bash session
+  sluice completions bash > ~/.local/share/bash-completion/completions/sluice
+  sluice completions zsh > \"${fpath[1]}/_sluice\"
+  sluice completions fish > ~/.config/fish/completions/sluice.fish")]
+    Completions(CompletionsArgs),
 }
 
 /// `sluice submit`.
@@ -106,9 +138,12 @@ pub struct SubmitArgs {
     /// The task every item goes through (see `sluice tasks`).
     #[arg(long)]
     pub task: String,
-    /// The file of items, one per line; `-` reads standard input.
+    /// The file of items; `-` reads standard input.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
+    /// How the input is read (default: from the file's extension, else lines).
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
     /// Items per chunk, the unit of work a worker takes (default: the server's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub chunk_size: Option<u32>,
@@ -121,6 +156,36 @@ pub struct SubmitArgs {
     /// After the upload, print the batch's events until it finishes (exit code as for `watch`).
     #[arg(long)]
     pub watch: bool,
+}
+
+/// How `submit` turns its input into items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormat {
+    /// JSON Lines: one JSON value per line, checked.
+    Jsonl,
+    /// Plain text: one item per line, as it is.
+    Lines,
+    /// CSV with a header row: one JSON object per row.
+    Csv,
+}
+
+impl InputFormat {
+    /// The format `--format` gives, else the one `path`'s extension implies: `.jsonl` and
+    /// `.ndjson` are JSON Lines, `.csv` is CSV, anything else (and standard input) is lines.
+    pub fn resolve(given: Option<InputFormat>, path: &std::path::Path) -> InputFormat {
+        if let Some(format) = given {
+            return format;
+        }
+        let extension = path
+            .extension()
+            .and_then(|extension| extension.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("jsonl" | "ndjson") => InputFormat::Jsonl,
+            Some("csv") => InputFormat::Csv,
+            _ => InputFormat::Lines,
+        }
+    }
 }
 
 /// `sluice watch`.
@@ -187,6 +252,17 @@ pub struct ResultsArgs {
     /// Only the items that failed.
     #[arg(long)]
     pub failed_only: bool,
+    /// Write the results to FILE as JSON Lines instead of printing them.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `sluice completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[cfg(test)]
@@ -237,6 +313,40 @@ mod tests {
             panic!("not submit")
         };
         assert_eq!(submit.input, PathBuf::from("-"));
+        assert_eq!(submit.format, None);
         assert!(!submit.watch);
+    }
+
+    #[test]
+    fn the_input_format_comes_from_the_flag_or_the_extension() {
+        use std::path::Path;
+        let resolve = |given, path: &str| InputFormat::resolve(given, Path::new(path));
+        assert_eq!(resolve(None, "items.jsonl"), InputFormat::Jsonl);
+        assert_eq!(resolve(None, "dir.v2/items.NDJSON"), InputFormat::Jsonl);
+        assert_eq!(resolve(None, "rows.csv"), InputFormat::Csv);
+        assert_eq!(resolve(None, "notes.txt"), InputFormat::Lines);
+        assert_eq!(resolve(None, "items.json"), InputFormat::Lines);
+        assert_eq!(resolve(None, "-"), InputFormat::Lines);
+        assert_eq!(resolve(Some(InputFormat::Csv), "-"), InputFormat::Csv);
+        assert_eq!(
+            resolve(Some(InputFormat::Lines), "items.jsonl"),
+            InputFormat::Lines
+        );
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        let command = Cli::command();
+        for subcommand in command.get_subcommands() {
+            let after = subcommand
+                .get_after_help()
+                .map(|help| help.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.contains("Example") && after.contains("sluice "),
+                "`sluice {} --help` has no example",
+                subcommand.get_name()
+            );
+        }
     }
 }

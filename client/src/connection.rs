@@ -33,6 +33,12 @@ pub(crate) fn normalize(server: &str) -> String {
 
 /// Connects to `server` (already [`normalize`]d).
 pub(crate) async fn connect(server: &str) -> anyhow::Result<Client> {
+    let channel = connect_channel(server).await?;
+    Ok(BatchServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
+}
+
+/// Opens the channel to `server` (already [`normalize`]d), for any service on it.
+pub(crate) async fn connect_channel(server: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|error| anyhow!("--server {server:?} is not a valid URL ({error})"))?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -43,7 +49,7 @@ pub(crate) async fn connect(server: &str) -> anyhow::Result<Client> {
         server: server.to_owned(),
         cause: root_cause(&error),
     })?;
-    Ok(BatchServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
+    Ok(channel)
 }
 
 #[cfg(test)]

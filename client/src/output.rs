@@ -1,29 +1,94 @@
 //! Where the CLI's records go: standard output, as text for people ([`text`]) or one JSON
 //! object per line in the proto3 JSON mapping ([`json`]). Commands hand records to a
 //! [`Printer`] and never format anything themselves, so both forms stay in step. Every record
-//! is flushed as it is printed, so a `watch` piped into another program shows events live.
-use std::io::{self, Write};
+//! printed to standard output is flushed at once, so a `watch` piped into another program
+//! shows events live.
+//!
+//! A followed batch's events go to an [`EventView`]: the printer's lines, or on a terminal a
+//! live progress bar ([`bar`]).
+use std::io::{self, IsTerminal as _, Write};
 
 use serde_json::Value;
 use sluice::api;
 
 use crate::args::OutputFormat;
 
+mod bar;
 mod json;
 mod text;
 mod time;
+
+pub(crate) use bar::ProgressView;
+
+/// How a followed batch is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventDisplay {
+    /// A live progress bar (text output on a terminal).
+    Bar,
+    /// One record per event (a pipe or a file, or `--output json`).
+    Lines,
+}
+
+impl EventDisplay {
+    /// The bar for text on a terminal standard output, lines otherwise.
+    pub(crate) fn for_stdout(format: OutputFormat) -> EventDisplay {
+        if format == OutputFormat::Text && io::stdout().is_terminal() {
+            EventDisplay::Bar
+        } else {
+            EventDisplay::Lines
+        }
+    }
+}
+
+/// Where a followed batch's events go.
+pub(crate) trait EventView {
+    /// Shows one event.
+    fn event(&mut self, event: &api::BatchEvent) -> io::Result<()>;
+    /// Tells the person something on the side (a re-attach) without breaking the display.
+    fn notice(&mut self, message: &str);
+}
+
+impl<W: Write> EventView for Printer<W> {
+    fn event(&mut self, event: &api::BatchEvent) -> io::Result<()> {
+        Printer::event(self, event)
+    }
+
+    fn notice(&mut self, message: &str) {
+        eprintln!("sluice: {message}");
+    }
+}
 
 /// Prints records in one format.
 #[derive(Debug)]
 pub(crate) struct Printer<W> {
     format: OutputFormat,
     out: W,
+    flush_every_record: bool,
 }
 
 impl<W: Write> Printer<W> {
-    /// Prints to `out` in `format`.
+    /// Prints to `out` in `format`, flushing every record (for standard output).
     pub(crate) fn new(format: OutputFormat, out: W) -> Self {
-        Printer { format, out }
+        Printer {
+            format,
+            out,
+            flush_every_record: true,
+        }
+    }
+
+    /// Prints to `out` in `format`, flushing only at [`Printer::finish`] (for files).
+    pub(crate) fn buffered(format: OutputFormat, out: W) -> Self {
+        Printer {
+            format,
+            out,
+            flush_every_record: false,
+        }
+    }
+
+    /// Flushes and returns the writer.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        self.out.flush()?;
+        Ok(self.out)
     }
 
     /// The format records are printed in.
@@ -40,7 +105,10 @@ impl<W: Write> Printer<W> {
             OutputFormat::Text => writeln!(self.out, "{}", text())?,
             OutputFormat::Json => writeln!(self.out, "{}", json())?,
         }
-        self.out.flush()
+        if self.flush_every_record {
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     /// One event of a batch.
@@ -63,9 +131,15 @@ impl<W: Write> Printer<W> {
         self.record(|| text::batch_block(batch), || json::batch(batch))
     }
 
-    /// One batch of a listing.
-    pub(crate) fn list_entry(&mut self, batch: &api::Batch) -> io::Result<()> {
-        self.record(|| text::list_line(batch), || json::batch(batch))
+    /// A listing of batches: a table in text (or `(no batches)`), one line per batch in JSON.
+    pub(crate) fn batch_list(&mut self, batches: &[api::Batch]) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Text if batches.is_empty() => self.empty_listing("batches"),
+            OutputFormat::Text => self.record(|| text::batch_table(batches), || Value::Null),
+            OutputFormat::Json => batches
+                .iter()
+                .try_for_each(|batch| self.record(String::new, || json::batch(batch))),
+        }
     }
 
     /// Says a listing was empty (text only: in JSON an empty listing is no lines).
@@ -82,6 +156,14 @@ impl<W: Write> Printer<W> {
     /// One item's result.
     pub(crate) fn result(&mut self, result: &api::ListResultsResponse) -> io::Result<()> {
         self.record(|| text::result_line(result), || json::result(result))
+    }
+
+    /// A health status (`SERVING`, `NOT_SERVING`, ...).
+    pub(crate) fn health(&mut self, status: &str) -> io::Result<()> {
+        self.record(
+            || status.to_owned(),
+            || serde_json::json!({ "status": status }),
+        )
     }
 
     /// One task.

@@ -32,7 +32,8 @@ pub(crate) async fn get<W: Write>(
     Ok(Outcome::Done)
 }
 
-/// `sluice list`: prints up to `--limit` batches, newest first.
+/// `sluice list`: prints up to `--limit` batches, newest first (a table in text: the whole
+/// listing is read before it is printed, so the columns align; `--limit` bounds it).
 pub(crate) async fn list<W: Write>(
     client: &mut Client,
     args: &ListArgs,
@@ -41,30 +42,26 @@ pub(crate) async fn list<W: Write>(
     let state = args
         .state
         .map_or(api::BatchState::Unspecified, api::BatchState::from);
-    let mut remaining = args.limit;
+    let limit = args.limit as usize;
+    let mut batches = Vec::new();
     let mut page_token = String::new();
-    let mut printed = 0_u64;
-    while remaining > 0 {
+    while batches.len() < limit {
+        let remaining = (limit - batches.len()) as u32;
         let request = api::ListBatchesRequest {
             page_size: remaining.min(MAX_PAGE_SIZE),
             page_token,
             state: state as i32,
         };
         let page = client.list_batches(request).await?.into_inner();
-        for batch in page.batches.iter().take(remaining as usize) {
-            printer.list_entry(batch)?;
-            printed += 1;
-            remaining -= 1;
-        }
+        let page_was_empty = page.batches.is_empty();
+        batches.extend(page.batches.into_iter().take(limit - batches.len()));
         // An empty page ends the listing even if it came with a token: no endless loop.
-        if page.next_page_token.is_empty() || page.batches.is_empty() {
+        if page.next_page_token.is_empty() || page_was_empty {
             break;
         }
         page_token = page.next_page_token;
     }
-    if printed == 0 {
-        printer.empty_listing("batches")?;
-    }
+    printer.batch_list(&batches)?;
     Ok(Outcome::Done)
 }
 

@@ -2,6 +2,7 @@
 //! and the [`crate::output::Printer`], and returns the [`crate::failure::Outcome`] or an error
 //! for [`crate::failure::describe`].
 pub(crate) mod batches;
+pub(crate) mod health;
 pub(crate) mod results;
 pub(crate) mod submit;
 pub(crate) mod watch;

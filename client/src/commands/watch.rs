@@ -1,7 +1,9 @@
-//! `sluice watch`, and the second half of `submit --watch`: prints a batch's events until the
-//! terminal one, whose state becomes the exit code. A watch that breaks (server restart,
-//! network blip) re-attaches with `after_sequence` set to the last event printed, so nothing
-//! is printed twice or missed, and gives up after a few attempts in a row without progress.
+//! `sluice watch`, and the second half of `submit --watch`: shows a batch's events until the
+//! terminal one, whose state becomes the exit code, as a live progress bar on a terminal or
+//! one line per event otherwise ([`crate::output::EventView`]). A watch that breaks (server
+//! restart, network blip) re-attaches with `after_sequence` set to the last event shown, so
+//! nothing is shown twice or missed, and gives up after a few attempts in a row without
+//! progress.
 use std::io::Write;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use sluice::convert::is_terminal;
 use crate::args::WatchArgs;
 use crate::connection::Client;
 use crate::failure::{brief, is_transient, Outcome};
-use crate::output::Printer;
+use crate::output::{EventDisplay, EventView, Printer, ProgressView};
 
 /// Attempts in a row that may fail before the watch gives up.
 const MAX_ATTEMPTS_WITHOUT_PROGRESS: u32 = 5;
@@ -26,23 +28,39 @@ pub(crate) async fn run<W: Write>(
     client: &mut Client,
     args: &WatchArgs,
     printer: &mut Printer<W>,
+    display: EventDisplay,
 ) -> anyhow::Result<Outcome> {
-    follow(client, &args.id, args.after, printer).await
+    show(client, &args.id, args.after, printer, display).await
 }
 
-/// Prints the events of `batch_id` after sequence `after` until the terminal one.
-pub(crate) async fn follow<W: Write>(
+/// Shows the events of `batch_id` after sequence `after` until the terminal one, as `display`
+/// says: a progress bar, or the printer's lines.
+pub(crate) async fn show<W: Write>(
     client: &mut Client,
     batch_id: &str,
     after: u64,
     printer: &mut Printer<W>,
+    display: EventDisplay,
+) -> anyhow::Result<Outcome> {
+    match display {
+        EventDisplay::Bar => follow(client, batch_id, after, &mut ProgressView::on_stdout()).await,
+        EventDisplay::Lines => follow(client, batch_id, after, printer).await,
+    }
+}
+
+/// Shows the events of `batch_id` after sequence `after` in `view` until the terminal one.
+async fn follow(
+    client: &mut Client,
+    batch_id: &str,
+    after: u64,
+    view: &mut dyn EventView,
 ) -> anyhow::Result<Outcome> {
     let mut last_seen = after;
     let mut failed_attempts = 0;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let seen_before = last_seen;
-        let error = match attach(client, batch_id, &mut last_seen, printer).await {
+        let error = match attach(client, batch_id, &mut last_seen, view).await {
             Ok(Some(state)) => return Ok(Outcome::Finished(state)),
             Ok(None) => match finished_batch(client, batch_id, last_seen).await {
                 Ok(Some(batch)) => {
@@ -50,7 +68,7 @@ pub(crate) async fn follow<W: Write>(
                     // already printed); show what the batch ended as, unless this run was told
                     // to print only later events and printed none.
                     if last_seen > after {
-                        printer.event(&snapshot_event(&batch))?;
+                        view.event(&snapshot_event(&batch))?;
                     }
                     return Ok(Outcome::Finished(batch.state()));
                 }
@@ -69,23 +87,23 @@ pub(crate) async fn follow<W: Write>(
         if failed_attempts >= MAX_ATTEMPTS_WITHOUT_PROGRESS {
             return Err(error);
         }
-        eprintln!(
-            "sluice: watch interrupted ({}); re-attaching after seq={last_seen} in {:.1}s",
+        view.notice(&format!(
+            "watch interrupted ({}); re-attaching after seq={last_seen} in {:.1}s",
             brief(&error),
             backoff.as_secs_f64()
-        );
+        ));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// One watch call: prints events newer than `last_seen` (and advances it) until the terminal
+/// One watch call: shows events newer than `last_seen` (and advances it) until the terminal
 /// event, whose state it returns, or until the stream ends without one (`None`).
-async fn attach<W: Write>(
+async fn attach(
     client: &mut Client,
     batch_id: &str,
     last_seen: &mut u64,
-    printer: &mut Printer<W>,
+    view: &mut dyn EventView,
 ) -> anyhow::Result<Option<api::BatchState>> {
     let request = api::WatchBatchRequest {
         batch_id: batch_id.to_owned(),
@@ -100,7 +118,7 @@ async fn attach<W: Write>(
         if event.sequence <= *last_seen {
             continue;
         }
-        printer.event(&event)?;
+        view.event(&event)?;
         *last_seen = event.sequence;
         if is_terminal(event.state()) {
             return Ok(Some(event.state()));

@@ -113,22 +113,52 @@ pub(crate) fn batch_block(batch: &api::Batch) -> String {
         .join("\n")
 }
 
-/// One batch of a listing: id, state, task, progress, creation time.
-pub(crate) fn list_line(batch: &api::Batch) -> String {
-    let counters = batch.counters.unwrap_or_default();
-    let created = batch.created_at.as_ref().map(rfc3339).unwrap_or_default();
-    format!(
-        "{}  {:<9}  {:<10}  items={}/{} failed={}  {}",
-        batch.id,
-        state_name(batch.state),
-        batch.task,
-        counters.items_succeeded + counters.items_failed,
-        counters.items_total,
-        counters.items_failed,
-        created,
-    )
-    .trim_end()
-    .to_owned()
+/// A listing of batches as a table: a header row, then one aligned row per batch (id, state,
+/// task, items done out of all, failed items, creation time).
+pub(crate) fn batch_table(batches: &[api::Batch]) -> String {
+    const HEADER: [&str; 6] = ["ID", "STATE", "TASK", "DONE", "FAILED", "CREATED"];
+    let rows: Vec<[String; 6]> = batches
+        .iter()
+        .map(|batch| {
+            let counters = batch.counters.unwrap_or_default();
+            [
+                batch.id.clone(),
+                state_name(batch.state),
+                batch.task.clone(),
+                format!(
+                    "{}/{}",
+                    counters.items_succeeded + counters.items_failed,
+                    counters.items_total
+                ),
+                counters.items_failed.to_string(),
+                batch.created_at.as_ref().map(rfc3339).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header = HEADER.map(str::to_owned);
+    std::iter::once(&header)
+        .chain(&rows)
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(column, (cell, width))| match column {
+                    // Counts align right, words left.
+                    3 | 4 => format!("{cell:>width$}"),
+                    _ => format!("{cell:<width$}"),
+                })
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Newlines shown as `\n` (and carriage returns as `\r`), so one result stays one line.
@@ -228,9 +258,19 @@ mod tests {
              items     0/1 done, 0 failed\nchunks    0/1 done, 1000 items per chunk\n\
              sequence  1\ncreated   1970-01-01T00:00:00Z"
         );
+        let failed = api::Batch {
+            id: "0190b6b5-0f6e-7c5e-9a3e-0123456789ab".into(),
+            task: "wordcount".into(),
+            state: api::BatchState::Failed as i32,
+            counters: Some(counters()),
+            created_at: None,
+            ..batch.clone()
+        };
         assert_eq!(
-            list_line(&batch),
-            "b  QUEUED     jq          items=0/1 failed=0  1970-01-01T00:00:00Z"
+            batch_table(&[batch.clone(), failed]),
+            "ID                                    STATE   TASK            DONE  FAILED  CREATED\n\
+             b                                     QUEUED  jq               0/1       0  1970-01-01T00:00:00Z\n\
+             0190b6b5-0f6e-7c5e-9a3e-0123456789ab  FAILED  wordcount  1500/3000       2"
         );
         let cancelled = api::Batch {
             state: api::BatchState::Cancelled as i32,

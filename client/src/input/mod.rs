@@ -1,7 +1,8 @@
-//! Reading a `submit`'s items: the input file (or standard input) is read line by line, every
-//! line one text item, and the lines are grouped into `UploadBatch` messages as they are read.
-//! A reader task feeds a small bounded channel, so at most a few messages are in memory
-//! however large the file; the channel's receiving end becomes the request stream.
+//! Reading a `submit`'s items: the input file (or standard input) is read one item at a time,
+//! as plain lines or JSON Lines ([`lines`]) or CSV rows ([`csv`]), and the items are grouped
+//! into `UploadBatch` messages as they are read. A reader task feeds a small bounded channel,
+//! so at most a few messages are in memory however large the file; the channel's receiving end
+//! becomes the request stream.
 //!
 //! An upload that stops half-way must not become a batch: the server queues a batch only once
 //! the request stream ends cleanly. So the stream ends only when the reader says the input is
@@ -12,17 +13,19 @@ use std::path::Path;
 use anyhow::Context as _;
 use futures::{Stream, StreamExt as _};
 use sluice::api::{self, upload_batch_request::Content};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::args::InputFormat;
+
+mod csv;
+mod lines;
 
 /// Most items in one `UploadBatch` message.
 pub(crate) const MAX_ITEMS_PER_MESSAGE: usize = 1_000;
 /// Most item bytes in one `UploadBatch` message (a longer line still gets a message of its own).
 pub(crate) const MAX_BYTES_PER_MESSAGE: usize = 1 << 20;
-/// Longest line accepted: larger than any item a server takes, so only a file that is not
-/// line-based at all hits it, before it fills memory.
-const MAX_LINE_BYTES: usize = 16 << 20;
 /// Messages buffered between the reader task and the upload.
 const CHANNEL_CAPACITY: usize = 4;
 
@@ -39,6 +42,48 @@ pub(crate) enum Frame {
 pub(crate) struct Input {
     name: String,
     reader: Box<dyn AsyncRead + Send + Unpin>,
+}
+
+/// Reads an input's items, in one of the formats.
+enum ItemReader {
+    Lines {
+        lines: lines::LineReader<BufReader<Box<dyn AsyncRead + Send + Unpin>>>,
+        check_json: bool,
+    },
+    Csv(csv::CsvRows<Box<dyn AsyncRead + Send + Unpin>>),
+}
+
+impl ItemReader {
+    fn new(input: Input, format: InputFormat) -> Self {
+        match format {
+            InputFormat::Lines | InputFormat::Jsonl => ItemReader::Lines {
+                lines: lines::LineReader::new(BufReader::new(input.reader), input.name),
+                check_json: format == InputFormat::Jsonl,
+            },
+            InputFormat::Csv => ItemReader::Csv(csv::CsvRows::new(input.reader, input.name)),
+        }
+    }
+
+    /// The next item's text, or `None` at the end of the input.
+    async fn next_item(&mut self) -> anyhow::Result<Option<String>> {
+        match self {
+            ItemReader::Lines { lines, check_json } => {
+                let line = lines.next_line().await?;
+                if let (Some(line), true) = (&line, *check_json) {
+                    lines::check_json(line, lines.lines_read(), lines.name())?;
+                }
+                Ok(line)
+            }
+            ItemReader::Csv(rows) => rows.next_row().await,
+        }
+    }
+
+    fn items_read(&self) -> u64 {
+        match self {
+            ItemReader::Lines { lines, .. } => lines.lines_read(),
+            ItemReader::Csv(rows) => rows.rows_read(),
+        }
+    }
 }
 
 impl Input {
@@ -78,66 +123,6 @@ impl std::fmt::Debug for Input {
     }
 }
 
-/// Reads lines: each line without its `\n` (or `\r\n`); a final line without a newline counts
-/// too, so only the empty "line" after a file's last newline is not returned.
-pub(crate) struct LineReader<R> {
-    reader: R,
-    name: String,
-    buffer: Vec<u8>,
-    line_number: u64,
-}
-
-impl<R: AsyncBufRead + Unpin> LineReader<R> {
-    /// Reads from `reader`; `name` is how errors refer to it.
-    pub(crate) fn new(reader: R, name: impl Into<String>) -> Self {
-        LineReader {
-            reader,
-            name: name.into(),
-            buffer: Vec::new(),
-            line_number: 0,
-        }
-    }
-
-    /// The next line, or `None` at the end of the input.
-    pub(crate) async fn next_line(&mut self) -> anyhow::Result<Option<String>> {
-        self.buffer.clear();
-        let line_number = self.line_number + 1;
-        let limit = MAX_LINE_BYTES as u64 + 2; // room for the line's own \r\n
-        let read = (&mut self.reader)
-            .take(limit)
-            .read_until(b'\n', &mut self.buffer)
-            .await
-            .with_context(|| format!("cannot read {}", self.name))?;
-        if read == 0 {
-            return Ok(None);
-        }
-        self.line_number = line_number;
-        if self.buffer.last() == Some(&b'\n') {
-            self.buffer.pop();
-            if self.buffer.last() == Some(&b'\r') {
-                self.buffer.pop();
-            }
-        }
-        if self.buffer.len() > MAX_LINE_BYTES {
-            anyhow::bail!(
-                "line {line_number} of {} is longer than {} MiB; is it a file of lines?",
-                self.name,
-                MAX_LINE_BYTES >> 20
-            );
-        }
-        let line = String::from_utf8(std::mem::take(&mut self.buffer)).map_err(|_| {
-            anyhow::anyhow!("line {line_number} of {} is not valid UTF-8", self.name)
-        })?;
-        Ok(Some(line))
-    }
-
-    /// Lines returned so far.
-    pub(crate) fn lines_read(&self) -> u64 {
-        self.line_number
-    }
-}
-
-/// Groups items into messages of at most [`MAX_ITEMS_PER_MESSAGE`] items and
 /// [`MAX_BYTES_PER_MESSAGE`] bytes.
 #[derive(Debug, Default)]
 pub(crate) struct PieceBuilder {
@@ -182,10 +167,11 @@ pub(crate) enum FeedError {
     UploadClosed,
 }
 
-/// Sends `header`, then every line of `input` as items, then [`Frame::End`]. Returns the number
-/// of items sent.
+/// Sends `header`, then every item of `input` read as `format`, then [`Frame::End`]. Returns
+/// the number of items sent.
 pub(crate) async fn feed(
     input: Input,
+    format: InputFormat,
     header: api::UploadHeader,
     sender: mpsc::Sender<Frame>,
 ) -> Result<u64, FeedError> {
@@ -193,10 +179,10 @@ pub(crate) async fn feed(
         content: Some(Content::Header(header)),
     };
     send(&sender, Frame::Message(header)).await?;
-    let mut lines = LineReader::new(BufReader::new(input.reader), input.name);
+    let mut items = ItemReader::new(input, format);
     let mut pieces = PieceBuilder::default();
-    while let Some(line) = lines.next_line().await.map_err(FeedError::Input)? {
-        if let Some(piece) = pieces.push(line) {
+    while let Some(item) = items.next_item().await.map_err(FeedError::Input)? {
+        if let Some(piece) = pieces.push(item) {
             send(&sender, items_message(piece)).await?;
         }
     }
@@ -204,7 +190,7 @@ pub(crate) async fn feed(
         send(&sender, items_message(piece)).await?;
     }
     send(&sender, Frame::End).await?;
-    Ok(lines.lines_read())
+    Ok(items.items_read())
 }
 
 async fn send(sender: &mpsc::Sender<Frame>, frame: Frame) -> Result<(), FeedError> {
@@ -244,37 +230,6 @@ mod tests {
 
     use super::*;
 
-    async fn lines_of(bytes: &'static [u8]) -> Vec<String> {
-        let mut reader = LineReader::new(bytes, "test");
-        let mut lines = Vec::new();
-        while let Some(line) = reader.next_line().await.expect("readable") {
-            lines.push(line);
-        }
-        lines
-    }
-
-    #[tokio::test]
-    async fn every_line_is_an_item_except_a_final_empty_one() {
-        assert_eq!(lines_of(b"").await, Vec::<String>::new());
-        assert_eq!(lines_of(b"a\nb\n").await, ["a", "b"]);
-        assert_eq!(lines_of(b"a\nb").await, ["a", "b"]);
-        assert_eq!(lines_of(b"a\n\nb\n\n").await, ["a", "", "b", ""]);
-        assert_eq!(lines_of(b"\n").await, [""]);
-        assert_eq!(
-            lines_of(b"{\"a\": 1}\r\n  x \r\n").await,
-            ["{\"a\": 1}", "  x "]
-        );
-        assert_eq!(lines_of(b"a\rb\r").await, ["a\rb\r"]);
-    }
-
-    #[tokio::test]
-    async fn errors_name_the_line() {
-        let mut reader = LineReader::new(&b"ok\n\xff\xfe\n"[..], "items.txt");
-        assert_eq!(reader.next_line().await.expect("ok").as_deref(), Some("ok"));
-        let error = reader.next_line().await.expect_err("not UTF-8");
-        assert_eq!(error.to_string(), "line 2 of items.txt is not valid UTF-8");
-    }
-
     #[test]
     fn pieces_close_at_the_item_count() {
         let mut pieces = PieceBuilder::default();
@@ -312,7 +267,7 @@ mod tests {
         };
         let input = Input::from_bytes("test", b"a\nb\n");
         let (sent, messages) = tokio::join!(
-            feed(input, header, sender),
+            feed(input, InputFormat::Lines, header, sender),
             request_stream(receiver).collect::<Vec<_>>()
         );
         assert_eq!(sent.ok(), Some(2));
@@ -330,6 +285,52 @@ mod tests {
             })
             .collect();
         assert_eq!(texts, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn formats_decide_what_an_item_is() {
+        async fn items_of(
+            format: InputFormat,
+            bytes: &'static [u8],
+        ) -> Result<Vec<String>, String> {
+            let (sender, receiver) = channel();
+            let input = Input::from_bytes("input", bytes);
+            let header = api::UploadHeader::default();
+            let (fed, messages) = tokio::join!(
+                feed(input, format, header, sender),
+                ReceiverStream::new(receiver).collect::<Vec<_>>()
+            );
+            if let Err(FeedError::Input(error)) = fed {
+                return Err(error.to_string());
+            }
+            Ok(messages
+                .into_iter()
+                .filter_map(|frame| match frame {
+                    Frame::Message(api::UploadBatchRequest {
+                        content: Some(Content::Items(piece)),
+                    }) => Some(piece.items),
+                    _ => None,
+                })
+                .flatten()
+                .map(|item| match item.kind {
+                    Some(api::payload::Kind::Text(text)) => text,
+                    other => panic!("not text: {other:?}"),
+                })
+                .collect())
+        }
+        let mixed = b"{\"a\":1}\nplain\n";
+        assert_eq!(
+            items_of(InputFormat::Lines, mixed).await,
+            Ok(vec!["{\"a\":1}".to_owned(), "plain".to_owned()])
+        );
+        let error = items_of(InputFormat::Jsonl, mixed)
+            .await
+            .expect_err("not JSON");
+        assert!(error.starts_with("line 2 of input is not JSON"), "{error}");
+        assert_eq!(
+            items_of(InputFormat::Csv, b"a,b\n1,x\n").await,
+            Ok(vec![r#"{"a":"1","b":"x"}"#.to_owned()])
+        );
     }
 
     #[tokio::test]
