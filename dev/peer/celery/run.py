@@ -51,6 +51,10 @@ def parse_args():
     parser.add_argument("--mongo-url", default=os.environ.get(
         "PEER_MONGO_URL", "mongodb://127.0.0.1:27017/?directConnection=true"))
     parser.add_argument("--mongo-db", default=os.environ.get("PEER_MONGO_DB", "sluice_peer_celery"))
+    parser.add_argument("--redis-pid", type=int, default=None,
+                        help="redis-server's pid, for its CPU (default: found by command line)")
+    parser.add_argument("--ferretdb-pid", type=int, default=None,
+                        help="FerretDB's pid, for its CPU (default: found by command line)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds allowed from the first enqueue to the last output")
     args = parser.parse_args()
@@ -92,7 +96,8 @@ def tree_cpu_seconds(root):
 
 
 def find_service_pid(needles):
-    """The pid of the first process whose command line contains every needle, or None."""
+    """The pid of the first process whose command line starts with the first needle's program
+    and contains every needle, or None."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -101,7 +106,8 @@ def find_service_pid(needles):
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if all(needle in cmdline for needle in needles):
+        program = os.path.basename(cmdline.split(" ", 1)[0])
+        if program.startswith(needles[0]) and all(needle in cmdline for needle in needles[1:]):
             return int(name)
     return None
 
@@ -186,8 +192,10 @@ def main():
         if time.monotonic() > deadline:
             fail(2, "the worker did not answer a ping within 120 s")
 
-    redis_pid = find_service_pid(["redis-server", f":{url_port(tasks.BROKER_URL, 6379)}"])
-    mongo_pid = find_service_pid(["ferretdb", f":{url_port(args.mongo_url, 27017)}"])
+    redis_pid = args.redis_pid or find_service_pid(
+        ["redis-server", f":{url_port(tasks.BROKER_URL, 6379)}"])
+    mongo_pid = args.ferretdb_pid or find_service_pid(
+        ["ferretdb", f":{url_port(args.mongo_url, 27017)}"])
     services_before = [process_cpu_seconds(redis_pid), process_cpu_seconds(mongo_pid)]
     worker_before = tree_cpu_seconds(worker.pid)
     driver_before = resource.getrusage(resource.RUSAGE_SELF)

@@ -71,8 +71,15 @@ pub(crate) async fn celery(
             bench.mongo_url.trim_end_matches('/')
         )
     };
-    let output = Command::new(&bench.celery_python)
-        .arg(bench.peer_dir.join("run.py"))
+    let mut command = Command::new(&bench.celery_python);
+    command.arg(bench.peer_dir.join("run.py"));
+    if let Some(pid) = bench.redis_pid {
+        command.args(["--redis-pid", &pid.to_string()]);
+    }
+    if let Some(pid) = bench.ferretdb_pid {
+        command.args(["--ferretdb-pid", &pid.to_string()]);
+    }
+    let output = command
         .args(["--mode", mode_name, "--task", work.task()])
         .args(["--rounds", &work.rounds().to_string()])
         .args(["--items", &items.to_string()])
