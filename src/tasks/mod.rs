@@ -52,6 +52,12 @@ impl<F: FnMut(&Payload) -> ItemOutcome> ItemProcessor for F {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transient(pub String);
 
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The tasks this build offers, by name.
 #[derive(Clone)]
 pub struct TaskRegistry {

@@ -3,7 +3,7 @@
 Two task shapes, chosen per worker by PEER_MODE (run.py sets it for the worker it starts):
 
 * ``per-item`` (PEER_MODE=per-item): one Celery task per item. Celery's defaults, except
-  ``task_ignore_result`` (see README.md).
+  ``task_ignore_result`` (see docs/benchmarks.md).
 * ``chunked`` (PEER_MODE=chunked, the default): one task per chunk of items, configured per
   Celery's "Optimizing" guide; it stores one document per chunk in the layout Sluice uses.
 
@@ -33,7 +33,8 @@ MODE = os.environ.get("PEER_MODE", "chunked")
 ITEMS_COLLECTION = "outputs"
 CHUNKS_COLLECTION = "results"
 
-# The chunked mode's prefetch multiplier; README.md has the measurements behind the value.
+# The chunked mode's default prefetch multiplier (one reserved chunk per pool process, the
+# guide's advice for long tasks); run.py passes 4 for small chunks (docs/benchmarks.md).
 CHUNKED_PREFETCH = 1
 
 
@@ -55,8 +56,8 @@ if MODE == "per-item":
     app.conf.update(task_ignore_result=True)
 elif MODE == "chunked":
     app.conf.update(
-        # One unacknowledged message per pool process: each message is a whole chunk (long
-        # task); a higher multiplier measured no faster (README.md).
+        # One unacknowledged message per pool process for long tasks (a chunk of 1,000+ items);
+        # run.py sets 4 for small chunks, measured faster (docs/benchmarks.md).
         worker_prefetch_multiplier=int(os.environ.get("PEER_PREFETCH", CHUNKED_PREFETCH)),
         # Acknowledge after the chunk's document is stored, so a worker lost mid-chunk has the
         # chunk redelivered (Sluice's guarantee too; the insert is idempotent via _id).
