@@ -156,13 +156,13 @@ impl Drop for PrivateFerret {
     }
 }
 
-/// Where dev/stack builds FerretDB.
+/// Where dev/stack builds FerretDB (its `ferret_dir`).
 fn ferret_binary() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .expect("HOME or XDG_CACHE_HOME is set");
-    let binary = cache.join("ferretdb-v1.24.2/bin/ferretdb");
+    let binary = cache.join("ferretdb-v1.24.2-idfix1/bin/ferretdb");
     assert!(
         binary.exists(),
         "{} is missing: run dev/stack up",
