@@ -148,6 +148,35 @@ impl Progress {
         .await
     }
 
+    /// Closes an open batch whose upload is complete with its totals, and finishes it at once
+    /// if its workers are already done; `None` if it is no longer open (discarded).
+    pub async fn seal(
+        &self,
+        batch_id: &str,
+        items_total: u64,
+        chunks_total: u64,
+    ) -> Result<Option<BatchRecord>> {
+        self.locked(batch_id, async {
+            let Some(sealed) = self.store.seal(batch_id, items_total, chunks_total).await? else {
+                return Ok(None);
+            };
+            let finished = self.finish_if_done(&sealed).await?;
+            let mut changes = vec![sealed.clone()];
+            changes.extend(finished.clone());
+            self.announce_all(&changes).await;
+            Ok(Some(finished.unwrap_or(sealed)))
+        })
+        .await
+    }
+
+    /// Removes a batch and everything stored for it: the document first, under the lock, so
+    /// no worker records another chunk of it; then its chunks and results.
+    pub async fn discard(&self, batch_id: &str) -> Result<()> {
+        self.locked(batch_id, self.store.delete_batch_document(batch_id))
+            .await?;
+        self.store.delete_batch_data(batch_id).await
+    }
+
     /// Cancels a live batch.
     pub async fn cancel(&self, batch_id: &str) -> Result<CancelOutcome> {
         self.locked(batch_id, async {
@@ -162,7 +191,7 @@ impl Progress {
 
     /// Moves a batch whose every chunk is done to its terminal state (call under its lock).
     async fn finish_if_done(&self, batch: &BatchRecord) -> Result<Option<BatchRecord>> {
-        if batch.counters.chunks_done < batch.counters.chunks_total {
+        if batch.open || batch.counters.chunks_done < batch.counters.chunks_total {
             return Ok(None);
         }
         self.store.finish(batch).await

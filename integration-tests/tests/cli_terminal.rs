@@ -65,7 +65,7 @@ async fn submit_watch_draws_a_live_progress_bar_on_a_terminal() {
             ],
         );
         session
-            .expect(Regex(r"queued: 40 items in 10 chunks"))
+            .expect(Regex(r"accepted: 40 items in 10 chunks"))
             .expect("the submitted line");
         // A frame drawn mid-run: some but not all items done, a rate and an ETA.
         let mid_run = session

@@ -139,3 +139,76 @@ async fn two_workers_share_one_batch() {
     assert_eq!(workers.len(), 2, "both workers stored results: {workers:?}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_worked_on_while_it_streams_and_seen_once_sealed() {
+    use sluice::api::upload_batch_request::Content;
+
+    let mut env = TestEnv::new("overlap").await;
+    let address = env.start_server().await;
+    env.start_worker(2).await;
+    let mut client = env.client(address).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    let header = api::UploadBatchRequest {
+        content: Some(Content::Header(api::UploadHeader {
+            task: "echo".into(),
+            chunk_size: Some(2),
+            ..Default::default()
+        })),
+    };
+    let piece = |range: std::ops::Range<usize>| api::UploadBatchRequest {
+        content: Some(Content::Items(api::UploadItems {
+            items: range.map(|i| text(&format!("{{\"i\":{i}}}"))).collect(),
+        })),
+    };
+    sender.send(header).await.expect("send");
+    // 10 items: five chunks of 2, the first four stored (and queued) at the first flush.
+    sender.send(piece(0..10)).await.expect("send");
+    let upload = tokio::spawn(async move {
+        client
+            .upload_batch(tokio_stream::wrappers::ReceiverStream::new(receiver))
+            .await
+            .map(|response| response.into_inner())
+    });
+    // Workers store results while the client has not finished its upload...
+    eventually("a result stored mid-upload", BATCH_TIMEOUT, || async {
+        (!env.documents("results").await.is_empty()).then_some(())
+    })
+    .await;
+    // ...yet clients do not see the batch until it is sealed.
+    let mut lister = env.client(address).await;
+    let listed = lister
+        .list_batches(api::ListBatchesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.batches.is_empty(), "{listed:?}");
+    let open = env.documents("batches").await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].get_bool("open"), Ok(true));
+    let batch_id = open[0].get_str("_id").expect("id").to_owned();
+    let hidden = lister
+        .get_batch(api::GetBatchRequest {
+            batch_id: batch_id.clone(),
+        })
+        .await
+        .expect_err("an open batch is not visible");
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
+
+    sender.send(piece(10..13)).await.expect("send");
+    drop(sender);
+    let accepted = upload
+        .await
+        .expect("join")
+        .expect("upload accepted")
+        .batch
+        .expect("batch");
+    assert_eq!(accepted.id, batch_id);
+    let counters = accepted.counters.expect("counters");
+    assert_eq!((counters.items_total, counters.chunks_total), (13, 7));
+    let terminal = check_event_stream(&watch_to_end(&mut lister, &batch_id).await);
+    assert_eq!(terminal.state(), BatchState::Succeeded);
+    assert_eq!(done_counts(&terminal), (13, 0, 7));
+    env.assert_one_result_per_item(&batch_id, 13).await;
+    env.finish().await;
+}

@@ -1,13 +1,16 @@
-//! Creating batches: validate everything, then write the chunks, then the batch document (which
-//! makes it visible), then enqueue one stream message per chunk. A request that fails at any
-//! step before it is queued leaves nothing behind; a retried request with the same idempotency
-//! key gets the batch the first one created.
+//! Creating batches: validate the header, store the batch document open (invisible to
+//! clients), then as items stream in, store each few chunks and enqueue one stream message per
+//! chunk, so workers start while the upload goes on; finally seal the batch with its totals,
+//! which makes it visible. A request that fails at any step leaves nothing behind; a retried
+//! request with the same idempotency key gets the batch the first one created.
 use futures::{Stream, StreamExt};
 use mongodb::bson::DateTime;
 use sluice::api;
-use sluice::broker::Broker;
+use sluice::broker::{Broker, InlineChunk, QueuedChunk};
 use sluice::convert::payload_from_api;
-use sluice::model::{validate_item, BatchSpec, BatchState, Chunker, Counters, Limits, NewChunk};
+use sluice::model::{
+    validate_item, BatchSpec, BatchState, Chunker, Counters, Limits, NewChunk, Payload,
+};
 use sluice::store::{BatchRecord, Store};
 use sluice::tasks::TaskRegistry;
 use sluice::Error;
@@ -15,6 +18,13 @@ use tracing::{info, warn};
 
 /// Chunks written to MongoDB per `insert_many` while a batch streams in.
 const CHUNKS_PER_WRITE: usize = 4;
+/// Largest chunk (bytes of items) whose items also travel on its stream message, so the worker
+/// does not read them back from MongoDB. Larger chunks travel as references only.
+const INLINE_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks travel as references only while more than this many messages wait on the stream:
+/// Redis holds at most about this many inline chunks (64 MiB of items), however large the
+/// batch and however far behind the workers are.
+const INLINE_BACKLOG: u64 = 64;
 
 /// The batch header fields, as every submit path receives them.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +51,8 @@ struct Draft {
     spec: BatchSpec,
     chunker: Chunker,
     pending: Vec<NewChunk>,
+    /// The stream entries added so far, withdrawn if the batch is rejected.
+    enqueued: Vec<String>,
 }
 
 impl Batches {
@@ -132,20 +144,40 @@ impl Batches {
                 return self.existing_for_key(&existing).await;
             }
         }
+        let now = DateTime::now();
+        let opened = BatchRecord {
+            id: id.clone(),
+            task: spec.task.clone(),
+            params: spec.params.to_string(),
+            state: BatchState::Queued,
+            counters: Counters::default(),
+            chunk_size: spec.chunk_size,
+            sequence: 1,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            idempotency_key: spec.idempotency_key.clone(),
+            generation: 0,
+            open: true,
+        };
         let chunker = Chunker::new(spec.chunk_size, self.limits.max_chunk_bytes);
         let mut draft = Draft {
             id,
             spec,
             chunker,
             pending: Vec::new(),
+            enqueued: Vec::new(),
         };
-        match self.fill(&mut draft, items).await {
-            Ok(record) => Ok(record),
-            Err(error) => {
-                self.discard(&draft).await;
-                Err(error)
-            }
+        // The batch document comes first, open: workers start on each chunk as soon as it is
+        // stored, while clients see the batch only once it is sealed with its totals.
+        let written = match self.store.insert_batch(&opened).await {
+            Ok(()) => self.fill(&mut draft, items).await,
+            Err(error) => Err(error),
+        };
+        if written.is_err() {
+            self.discard(&draft).await;
         }
+        written
     }
 
     async fn fill<S>(&self, draft: &mut Draft, mut items: S) -> Result<BatchRecord, Error>
@@ -169,49 +201,66 @@ impl Batches {
         }
         draft.pending.extend(draft.chunker.finish());
         self.flush(draft).await?;
-        let now = DateTime::now();
-        let record = BatchRecord {
-            id: draft.id.clone(),
-            task: draft.spec.task.clone(),
-            params: draft.spec.params.to_string(),
-            state: BatchState::Queued,
-            counters: Counters {
-                items_total: draft.chunker.items_seen(),
-                chunks_total: draft.chunker.chunks_closed(),
-                ..Counters::default()
-            },
-            chunk_size: draft.spec.chunk_size,
-            sequence: 1,
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            idempotency_key: draft.spec.idempotency_key.clone(),
-            generation: 0,
-        };
-        self.store.insert_batch(&record).await?;
-        self.broker
-            .enqueue_chunks(&record.id, 0..record.counters.chunks_total)
-            .await?;
+        let sealed = self
+            .progress
+            .seal(
+                &draft.id,
+                draft.chunker.items_seen(),
+                draft.chunker.chunks_closed(),
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::Unavailable("the batch was removed while it was uploaded; retry".to_owned())
+            })?;
         info!(
-            batch_id = %record.id,
-            task = %record.task,
-            items = record.counters.items_total,
-            chunks = record.counters.chunks_total,
-            "batch queued"
+            batch_id = %sealed.id,
+            task = %sealed.task,
+            items = sealed.counters.items_total,
+            chunks = sealed.counters.chunks_total,
+            state = %sealed.state,
+            "batch accepted"
         );
-        Ok(record)
+        Ok(sealed)
     }
 
+    /// Stores the chunks cut so far, then enqueues them: MongoDB holds every chunk before its
+    /// message exists. Small chunks travel with their items while the stream is short (see
+    /// [`INLINE_CHUNK_BYTES`]).
     async fn flush(&self, draft: &mut Draft) -> Result<(), Error> {
         let chunks = std::mem::take(&mut draft.pending);
-        self.store.insert_chunks(&draft.id, &chunks).await
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.store.insert_chunks(&draft.id, &chunks).await?;
+        let inline = self.broker.backlog().await? < INLINE_BACKLOG;
+        let queued: Vec<QueuedChunk> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let bytes: usize = chunk.items.iter().map(Payload::len).sum();
+                let carried = inline && bytes <= INLINE_CHUNK_BYTES;
+                QueuedChunk {
+                    index: chunk.index,
+                    inline: carried.then_some(InlineChunk {
+                        first_item: chunk.first_item,
+                        items: chunk.items,
+                    }),
+                }
+            })
+            .collect();
+        let entry_ids = self.broker.enqueue_chunks(&draft.id, &queued).await?;
+        draft.enqueued.extend(entry_ids);
+        Ok(())
     }
 
-    /// Removes what a failed create wrote. Best effort: if MongoDB is down too, the chunks of a
-    /// batch that never got its document are invisible and harmless.
+    /// Removes what a failed create wrote: its stream messages, the open batch (so workers stop
+    /// on it), its chunks and any results, and the idempotency key. Best effort: if MongoDB is down too, the
+    /// reconciler removes the abandoned upload later.
     async fn discard(&self, draft: &Draft) {
-        if let Err(error) = self.store.delete_batch(&draft.id).await {
-            warn!(batch_id = %draft.id, %error, "cannot remove a rejected batch's chunks");
+        if let Err(error) = self.broker.withdraw(&draft.enqueued).await {
+            warn!(batch_id = %draft.id, %error, "cannot withdraw a rejected batch's messages");
+        }
+        if let Err(error) = self.progress.discard(&draft.id).await {
+            warn!(batch_id = %draft.id, %error, "cannot remove a rejected batch");
         }
         if let Some(key) = &draft.spec.idempotency_key {
             if let Err(error) = self.store.release_idempotency_key(key, &draft.id).await {
@@ -222,11 +271,11 @@ impl Batches {
 
     async fn existing_for_key(&self, batch_id: &str) -> Result<BatchRecord, Error> {
         match self.store.get_batch(batch_id).await? {
-            Some(record) => {
+            Some(record) if !record.open => {
                 info!(batch_id, "idempotency key matched an existing batch");
                 Ok(record)
             }
-            None => Err(Error::Unavailable(
+            _ => Err(Error::Unavailable(
                 "a batch with this idempotency_key is still being created; retry".to_owned(),
             )),
         }

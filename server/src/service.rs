@@ -66,11 +66,13 @@ impl Service {
         Ok(record)
     }
 
+    /// A batch clients may see: not one still being uploaded.
     async fn get_record(&self, batch_id: &str) -> Result<sluice::store::BatchRecord, Error> {
         let batch_id = parse_batch_id(batch_id)?;
         self.store()
             .get_batch(&batch_id)
             .await?
+            .filter(|record| !record.open)
             .ok_or(Error::NotFound(batch_id))
     }
 }

@@ -41,8 +41,9 @@ impl Watches {
     ) -> Result<EventStream, Error> {
         let registration = self.hub.register(batch_id);
         let first = match self.store.get_batch(batch_id).await {
-            Ok(Some(snapshot)) => snapshot_event(&snapshot),
-            Ok(None) => return Err(Error::NotFound(batch_id.to_owned())),
+            Ok(Some(snapshot)) if !snapshot.open => snapshot_event(&snapshot),
+            // Missing, or still being uploaded (clients see a batch once it is sealed).
+            Ok(_) => return Err(Error::NotFound(batch_id.to_owned())),
             // MongoDB is unreachable: start from what this server last saw of the batch, if
             // anyone here watches it; live events keep flowing through Redis meanwhile.
             Err(error) if error.is_outage() => self.hub.latest(batch_id).ok_or(error)?,

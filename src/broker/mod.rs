@@ -12,14 +12,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fred::prelude::*;
 use prost::Message as _;
 
-use crate::api::BatchEvent;
+use crate::api::{self, BatchEvent};
+use crate::convert::payload_from_api;
 use crate::error::{Error, Result};
 use crate::keys::{Keys, WORKER_GROUP};
+use crate::model::Payload;
 
 mod reply;
 mod scripts;
 
-use reply::{FIELD_BATCH, FIELD_CHUNK};
+use reply::{FIELD_BATCH, FIELD_CHUNK, FIELD_FIRST_ITEM, FIELD_ITEMS};
 
 /// How many XADDs go to Redis in one pipeline.
 const ENQUEUE_PIPELINE_DEPTH: usize = 256;
@@ -47,6 +49,51 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// A chunk to enqueue: always its index (the chunk itself is in MongoDB), and for a small chunk
+/// while the stream is short, its items too, so the worker need not read them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedChunk {
+    /// The chunk's index in the batch.
+    pub index: u64,
+    /// The chunk's items, carried on the message.
+    pub inline: Option<InlineChunk>,
+}
+
+/// A chunk's items carried on its stream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineChunk {
+    /// The batch position of the chunk's first item.
+    pub first_item: u64,
+    /// The items.
+    pub items: Vec<Payload>,
+}
+
+impl InlineChunk {
+    /// The items as the message carries them: an `UploadItems` protobuf message.
+    fn encode(&self) -> Vec<u8> {
+        let items = self.items.iter().cloned().map(api::Payload::from).collect();
+        api::UploadItems { items }.encode_to_vec()
+    }
+
+    /// Reads items as [`InlineChunk::encode`] wrote them.
+    fn decode(first_item: u64, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |detail: String| Error::Corrupt {
+            what: "inline chunk",
+            detail,
+        };
+        let decoded =
+            api::UploadItems::decode(bytes).map_err(|error| corrupt(error.to_string()))?;
+        let items = decoded
+            .items
+            .into_iter()
+            .map(|item| {
+                payload_from_api(item).ok_or_else(|| corrupt("an item without a payload".into()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(InlineChunk { first_item, items })
+    }
+}
+
 /// A chunk reference as it travels on the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkMessage {
@@ -61,6 +108,8 @@ pub struct ChunkMessage {
     /// How many times this message was delivered, this delivery included (more than 1 after a
     /// worker died or timed out holding it and another reclaimed it).
     pub deliveries: u64,
+    /// The chunk's items, when the message carries them.
+    pub inline: Option<InlineChunk>,
 }
 
 impl ChunkMessage {
@@ -155,26 +204,54 @@ impl Broker {
         }
     }
 
-    /// Adds one message per chunk, pipelined.
+    /// Adds one message per chunk, pipelined: a reference to the chunk in MongoDB, carrying its
+    /// items too when the caller inlines them (see [`QueuedChunk`]). Returns the entry ids.
     pub async fn enqueue_chunks(
         &self,
         batch_id: &str,
-        chunk_indexes: impl IntoIterator<Item = u64>,
-    ) -> Result<()> {
+        chunks: &[QueuedChunk],
+    ) -> Result<Vec<String>> {
         let stream = self.keys.chunk_stream();
-        let indexes: Vec<u64> = chunk_indexes.into_iter().collect();
-        for group in indexes.chunks(ENQUEUE_PIPELINE_DEPTH) {
+        let mut entry_ids = Vec::with_capacity(chunks.len());
+        for group in chunks.chunks(ENQUEUE_PIPELINE_DEPTH) {
             let pipeline = self.client.pipeline();
-            for index in group {
-                let fields = vec![
-                    (FIELD_BATCH, batch_id.to_owned()),
-                    (FIELD_CHUNK, index.to_string()),
+            for chunk in group {
+                let mut fields: Vec<(&str, Value)> = vec![
+                    (FIELD_BATCH, batch_id.into()),
+                    (FIELD_CHUNK, chunk.index.to_string().into()),
                 ];
+                if let Some(inline) = &chunk.inline {
+                    fields.push((FIELD_FIRST_ITEM, inline.first_item.to_string().into()));
+                    fields.push((FIELD_ITEMS, Value::Bytes(inline.encode().into())));
+                }
                 let _: () = pipeline.xadd(&stream, false, None, "*", fields).await?;
             }
+            let added: Vec<String> = pipeline.all().await?;
+            entry_ids.extend(added);
+        }
+        Ok(entry_ids)
+    }
+
+    /// Withdraws messages added for a batch that was then rejected, so it leaves nothing
+    /// behind in Redis either (a worker that already took one finds no batch and drops it).
+    pub async fn withdraw(&self, entry_ids: &[String]) -> Result<()> {
+        if entry_ids.is_empty() {
+            return Ok(());
+        }
+        let stream = self.keys.chunk_stream();
+        for group in entry_ids.chunks(ENQUEUE_PIPELINE_DEPTH) {
+            let pipeline = self.client.pipeline();
+            let _: () = pipeline.xack(&stream, WORKER_GROUP, group.to_vec()).await?;
+            let _: () = pipeline.xdel(&stream, group.to_vec()).await?;
             let _: Vec<Value> = pipeline.all().await?;
         }
         Ok(())
+    }
+
+    /// The number of entries on the chunk stream (waiting or pending): how far the workers are
+    /// behind, which bounds how much the server inlines.
+    pub async fn backlog(&self) -> Result<u64> {
+        Ok(self.client.xlen(self.keys.chunk_stream()).await?)
     }
 
     /// Reads up to `count` new chunk messages for `consumer`, waiting at most `block` for one

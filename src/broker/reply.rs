@@ -3,7 +3,7 @@
 //! the commands so the wire shapes are tested on their own.
 use fred::prelude::Value;
 
-use super::ChunkMessage;
+use super::{ChunkMessage, InlineChunk};
 use crate::error::{Error, Result};
 
 /// Stream message field holding the batch id.
@@ -12,6 +12,10 @@ pub(super) const FIELD_BATCH: &str = "batch";
 pub(super) const FIELD_CHUNK: &str = "chunk";
 /// Stream message field holding how many attempts at the chunk already failed (absent: 0).
 pub(super) const FIELD_ATTEMPTS: &str = "attempts";
+/// Stream message field holding the batch position of an inline chunk's first item.
+pub(super) const FIELD_FIRST_ITEM: &str = "first";
+/// Stream message field holding an inline chunk's items (absent: read them from MongoDB).
+pub(super) const FIELD_ITEMS: &str = "items";
 
 fn corrupt(detail: impl Into<String>) -> Error {
     Error::Corrupt {
@@ -89,8 +93,8 @@ pub(super) fn parse_reclaim_reply(reply: Value) -> Result<(String, Vec<ChunkMess
 /// Builds a message from an entry's id and flat `[field, value, ...]` list.
 fn parse_entry(id: Value, fields: Value, deliveries: u64) -> Result<ChunkMessage> {
     let entry_id = id.into_string().ok_or_else(|| corrupt("entry id"))?;
-    let fields: Vec<String> = match fields {
-        Value::Array(flat) => flat.into_iter().filter_map(Value::into_string).collect(),
+    let fields: Vec<Value> = match fields {
+        Value::Array(flat) => flat,
         // A claimed entry that was deleted meanwhile has no fields.
         Value::Null => Vec::new(),
         _ => return Err(corrupt("fields are not an array")),
@@ -98,24 +102,39 @@ fn parse_entry(id: Value, fields: Value, deliveries: u64) -> Result<ChunkMessage
     let field = |name: &str| {
         fields
             .chunks(2)
-            .find(|pair| pair.len() == 2 && pair[0] == name)
-            .map(|pair| pair[1].as_str())
+            .find(|pair| pair.len() == 2 && pair[0].as_str().as_deref() == Some(name))
+            .map(|pair| &pair[1])
     };
+    let text =
+        |name: &str| field(name).and_then(|value| value.as_str().map(|text| text.into_owned()));
     let invalid = |detail: String| Error::Corrupt {
         what: "chunk message",
         detail,
     };
-    let batch_id = field(FIELD_BATCH)
-        .ok_or_else(|| invalid(format!("{entry_id} has no {FIELD_BATCH}")))?
-        .to_owned();
-    let chunk_index = field(FIELD_CHUNK)
-        .and_then(|index| index.parse().ok())
-        .ok_or_else(|| invalid(format!("{entry_id} has no valid {FIELD_CHUNK}")))?;
-    let failed_attempts = match field(FIELD_ATTEMPTS) {
-        None => 0,
-        Some(count) => count
-            .parse()
-            .map_err(|_| invalid(format!("{entry_id} has an invalid {FIELD_ATTEMPTS}")))?,
+    let number = |name: &str| -> Result<Option<u64>> {
+        text(name)
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|_| invalid(format!("{entry_id} has an invalid {name}")))
+            })
+            .transpose()
+    };
+    let batch_id =
+        text(FIELD_BATCH).ok_or_else(|| invalid(format!("{entry_id} has no {FIELD_BATCH}")))?;
+    let chunk_index =
+        number(FIELD_CHUNK)?.ok_or_else(|| invalid(format!("{entry_id} has no {FIELD_CHUNK}")))?;
+    let failed_attempts = number(FIELD_ATTEMPTS)?.unwrap_or(0);
+    let failed_attempts = u32::try_from(failed_attempts)
+        .map_err(|_| invalid(format!("{entry_id} has an invalid {FIELD_ATTEMPTS}")))?;
+    let inline = match (number(FIELD_FIRST_ITEM)?, field(FIELD_ITEMS)) {
+        (Some(first_item), Some(items)) => {
+            let bytes = items
+                .as_bytes()
+                .ok_or_else(|| invalid(format!("{entry_id} has invalid {FIELD_ITEMS}")))?;
+            Some(InlineChunk::decode(first_item, bytes)?)
+        }
+        _ => None,
     };
     Ok(ChunkMessage {
         entry_id,
@@ -123,6 +142,7 @@ fn parse_entry(id: Value, fields: Value, deliveries: u64) -> Result<ChunkMessage
         chunk_index,
         failed_attempts,
         deliveries,
+        inline,
     })
 }
 
@@ -170,6 +190,7 @@ mod tests {
             chunk_index: 7,
             failed_attempts: 0,
             deliveries: 1,
+            inline: None,
         };
         assert_eq!(parse_read_reply(single).ok(), Some(vec![expected]));
         let double = Value::Array(vec![Value::Array(vec![
@@ -199,6 +220,37 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(3, 2, 4)]
         );
+    }
+
+    #[test]
+    fn reads_the_items_an_inline_chunk_carries() {
+        let inline = InlineChunk {
+            first_item: 40,
+            items: vec![
+                crate::model::Payload::Text("a".into()),
+                crate::model::Payload::Binary(vec![0, 255]),
+            ],
+        };
+        let entry = Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(vec![
+                bulk("batch"),
+                bulk("b"),
+                bulk("chunk"),
+                bulk("20"),
+                bulk("first"),
+                bulk("40"),
+                bulk("items"),
+                Value::Bytes(inline.encode().into()),
+            ]),
+        ]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("s"),
+            Value::Array(vec![entry]),
+        ])]);
+        let messages = parse_read_reply(reply).expect("valid reply");
+        assert_eq!(messages[0].inline, Some(inline));
+        assert_eq!(messages[0].chunk_index, 20);
     }
 
     #[test]

@@ -20,16 +20,21 @@ impl Store {
         Ok(())
     }
 
-    /// Removes everything stored under a batch id: used when a create or upload fails before
-    /// the batch was queued, so a rejected request leaves nothing behind.
-    pub async fn delete_batch(&self, batch_id: &str) -> Result<()> {
+    /// Removes a batch document (first, and under the batch's lock: workers then store nothing
+    /// more for it).
+    pub(crate) async fn delete_batch_document(&self, batch_id: &str) -> Result<()> {
+        self.batches.delete_one(doc! { "_id": batch_id }).await?;
+        Ok(())
+    }
+
+    /// Removes a deleted batch's chunks and results.
+    pub(crate) async fn delete_batch_data(&self, batch_id: &str) -> Result<()> {
         self.chunks
             .delete_many(doc! { "batch_id": batch_id })
             .await?;
         self.results
             .delete_many(doc! { "batch_id": batch_id })
             .await?;
-        self.batches.delete_one(doc! { "_id": batch_id }).await?;
         Ok(())
     }
 
@@ -78,7 +83,7 @@ impl Store {
         before_id: Option<&str>,
         limit: u32,
     ) -> Result<Vec<BatchRecord>> {
-        let mut filter = Document::new();
+        let mut filter = doc! { "open": { "$ne": true } };
         if let Some(state) = state {
             filter.insert("state", state.as_str());
         }
@@ -98,7 +103,19 @@ impl Store {
         let filter = doc! {
             "state": { "$in": LIVE_STATES.to_vec() },
             "updated_at": { "$lt": before },
+            "open": { "$ne": true },
         };
+        self.find_batches(filter, Some(limit)).await
+    }
+
+    /// Up to `limit` batches still open (being uploaded) that were created before `before`:
+    /// uploads whose server died midway, for the reconciler to remove.
+    pub async fn abandoned_uploads(
+        &self,
+        before: DateTime,
+        limit: u32,
+    ) -> Result<Vec<BatchRecord>> {
+        let filter = doc! { "open": true, "created_at": { "$lt": before } };
         self.find_batches(filter, Some(limit)).await
     }
 
@@ -118,11 +135,13 @@ impl Store {
             "$set": { "state": BatchState::Cancelled.as_str(), "updated_at": now, "finished_at": now },
             "$inc": { "sequence": 1 },
         };
-        if let Some(record) = self.update_live(batch_id, Document::new(), update).await? {
+        let sealed = doc! { "open": { "$ne": true } };
+        if let Some(record) = self.update_live(batch_id, sealed, update).await? {
             return Ok(CancelOutcome::Cancelled(record));
         }
         match self.get_batch(batch_id).await? {
             None => Err(Error::NotFound(batch_id.to_owned())),
+            Some(record) if record.open => Err(Error::NotFound(batch_id.to_owned())),
             Some(record) if record.state == BatchState::Cancelled => {
                 Ok(CancelOutcome::AlreadyCancelled(record))
             }
@@ -198,8 +217,32 @@ impl Store {
             "$set": { "state": state.as_str(), "updated_at": now, "finished_at": now },
             "$inc": { "sequence": 1 },
         };
-        let condition = doc! { "chunks_done": { "$gte": batch.counters.chunks_total as i64 } };
+        let condition = doc! {
+            "chunks_done": { "$gte": batch.counters.chunks_total as i64 },
+            "open": { "$ne": true },
+        };
         self.update_live(&batch.id, condition, update).await
+    }
+
+    /// Closes an open batch once its upload is complete, with its totals; `None` if it is not
+    /// open (it was discarded).
+    pub(crate) async fn seal(
+        &self,
+        batch_id: &str,
+        items_total: u64,
+        chunks_total: u64,
+    ) -> Result<Option<BatchRecord>> {
+        let update = doc! {
+            "$set": {
+                "open": false,
+                "items_total": items_total as i64,
+                "chunks_total": chunks_total as i64,
+                "updated_at": DateTime::now(),
+            },
+            "$inc": { "sequence": 1_i64 },
+        };
+        self.update_one_returning(doc! { "_id": batch_id, "open": true }, update)
+            .await
     }
 
     async fn update_live(

@@ -38,6 +38,9 @@ pub struct BatchRecord {
     /// made against an older generation is refused (the recount already holds it, or the next
     /// one will), so no chunk is ever counted twice.
     pub generation: u64,
+    /// Still being uploaded: workers may process its chunks already, but clients do not see it
+    /// and it cannot finish until it is sealed with its totals.
+    pub open: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub(super) struct BatchDoc {
     pub(super) idempotency_key: Option<String>,
     #[serde(default)]
     pub(super) generation: i64,
+    #[serde(default)]
+    pub(super) open: bool,
 }
 
 impl From<&BatchRecord> for BatchDoc {
@@ -83,6 +88,7 @@ impl From<&BatchRecord> for BatchDoc {
             finished_at: record.finished_at,
             idempotency_key: record.idempotency_key.clone(),
             generation: record.generation as i64,
+            open: record.open,
         }
     }
 }
@@ -108,6 +114,7 @@ impl TryFrom<BatchDoc> for BatchRecord {
             finished_at: doc.finished_at,
             idempotency_key: doc.idempotency_key,
             generation: doc.generation as u64,
+            open: doc.open,
         })
     }
 }

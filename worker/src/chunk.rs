@@ -207,9 +207,20 @@ impl ChunkContext {
             debug!(state = %batch.state, "batch finished; skipping the chunk");
             return Ok(None);
         }
-        let Some(chunk) = self.store.get_chunk(batch_id, message.chunk_index).await? else {
-            warn!("chunk missing from mongodb; dropping it");
-            return Ok(None);
+        // Small chunks travel with their items; others are read from MongoDB.
+        let chunk = match &message.inline {
+            Some(inline) => StoredChunk {
+                index: message.chunk_index,
+                first_item: inline.first_item,
+                items: inline.items.clone(),
+            },
+            None => match self.store.get_chunk(batch_id, message.chunk_index).await? {
+                Some(chunk) => chunk,
+                None => {
+                    warn!("chunk missing from mongodb; dropping it");
+                    return Ok(None);
+                }
+            },
         };
         if batch.state == sluice::model::BatchState::Queued {
             self.progress.mark_running(batch_id).await?;

@@ -6,8 +6,10 @@
 //! - done but not finished: all chunks counted but the state did not move (the worker died
 //!   between the two writes); it is finished now;
 //! - chunks no queue holds: neither a stored result nor a reference on the stream or in the
-//!   retry set (Redis restarted empty, or a server died between storing a batch and enqueueing
-//!   it); they are enqueued again.
+//!   retry set (Redis restarted empty, or a server died between storing a chunk and enqueueing
+//!   it); they are enqueued again;
+//! - uploads abandoned while open (their server died before sealing them) an hour after they
+//!   started: they are removed, as a failed upload would have been.
 //!
 //! Every worker runs one; a Redis lock lets one pass run at a time, and every repair is
 //! idempotent (results are stored once per chunk, recounts replace counts), so running it in
@@ -16,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use mongodb::bson::DateTime;
-use sluice::broker::Broker;
+use sluice::broker::{Broker, QueuedChunk};
 use sluice::lock::RedisLock;
 use sluice::progress::Progress;
 use sluice::store::{BatchRecord, Store};
@@ -26,6 +28,8 @@ use tracing::{debug, warn};
 
 /// Most batches one pass checks.
 const BATCHES_PER_PASS: u32 = 500;
+/// An upload still open this long after it started was abandoned by its server.
+const ABANDONED_UPLOAD_AGE: Duration = Duration::from_secs(3600);
 
 /// What one reconciler needs.
 #[derive(Debug, Clone)]
@@ -68,6 +72,7 @@ impl Reconciler {
     }
 
     async fn pass(&self) -> Result<(), Error> {
+        self.remove_abandoned_uploads().await?;
         let idle_since = DateTime::from_millis(
             DateTime::now().timestamp_millis() - self.interval.as_millis() as i64,
         );
@@ -85,6 +90,26 @@ impl Reconciler {
         for batch in batches {
             let held = queued.remove(&batch.id).unwrap_or_default();
             self.reconcile(batch, &held).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes batches still open long after they were created: uploads whose server died
+    /// before it could seal or discard them.
+    async fn remove_abandoned_uploads(&self) -> Result<(), Error> {
+        let created_before = DateTime::from_millis(
+            DateTime::now().timestamp_millis() - ABANDONED_UPLOAD_AGE.as_millis() as i64,
+        );
+        for batch in self
+            .store
+            .abandoned_uploads(created_before, BATCHES_PER_PASS)
+            .await?
+        {
+            warn!(batch_id = %batch.id, "removing an upload abandoned before it was sealed");
+            self.progress.discard(&batch.id).await?;
+            if let Some(key) = &batch.idempotency_key {
+                self.store.release_idempotency_key(key, &batch.id).await?;
+            }
         }
         Ok(())
     }
@@ -119,7 +144,14 @@ impl Reconciler {
                 chunks = missing.len(),
                 "chunks without a result are on no queue; enqueueing them again"
             );
-            self.broker.enqueue_chunks(&batch.id, missing).await?;
+            let references: Vec<QueuedChunk> = missing
+                .into_iter()
+                .map(|index| QueuedChunk {
+                    index,
+                    inline: None,
+                })
+                .collect();
+            self.broker.enqueue_chunks(&batch.id, &references).await?;
         }
         Ok(())
     }

@@ -41,13 +41,13 @@ pub(crate) fn event_line(event: &api::BatchEvent) -> String {
     )
 }
 
-/// `batch <id> queued: 3 items in 1 chunk`, after an upload.
+/// `batch <id> accepted: 3 items in 1 chunk`, after an upload. (Workers start during the
+/// upload, so by now the batch may be queued, running, or even done; `watch` shows which.)
 pub(crate) fn submitted_line(batch: &api::Batch) -> String {
     let counters = batch.counters.unwrap_or_default();
     format!(
-        "batch {} {}: {} in {}",
+        "batch {} accepted: {} in {}",
         batch.id,
-        state_name(batch.state).to_lowercase(),
         plural(counters.items_total, "item"),
         plural(counters.chunks_total, "chunk"),
     )
@@ -251,7 +251,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(submitted_line(&batch), "batch b queued: 1 item in 1 chunk");
+        assert_eq!(
+            submitted_line(&batch),
+            "batch b accepted: 1 item in 1 chunk"
+        );
         assert_eq!(
             batch_block(&batch),
             "batch     b\ntask      jq\nparams    {}\nstate     QUEUED\n\
