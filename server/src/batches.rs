@@ -253,8 +253,8 @@ impl Batches {
     }
 
     /// Removes what a failed create wrote: its stream messages, the open batch (so workers stop
-    /// on it), its chunks and any results, and the idempotency key. Best effort: if MongoDB is down too, the
-    /// reconciler removes the abandoned upload later.
+    /// on it), its chunks and any results, and the idempotency key. Best effort: if MongoDB is
+    /// down too, the reconciler removes the abandoned upload later.
     async fn discard(&self, draft: &Draft) {
         if let Err(error) = self.broker.withdraw(&draft.enqueued).await {
             warn!(batch_id = %draft.id, %error, "cannot withdraw a rejected batch's messages");

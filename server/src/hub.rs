@@ -185,39 +185,56 @@ impl Hub {
     }
 
     /// Pumps events from the subscriber into the watchers until `shutdown`.
+    ///
+    /// Refreshes run beside the receive loop, never in it: a refresh waits on MongoDB, and a
+    /// receive loop waiting with it would let the subscriber's channel overflow, which asks for
+    /// another refresh. Requests made while a refresh runs are coalesced into one more.
     pub(crate) async fn run(
         self: Arc<Self>,
         subscriber: SubscriberClient,
         poll_interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut messages = subscriber.message_rx();
-        let mut reconnects = subscriber.reconnect_rx();
-        let mut poll = tokio::time::interval(poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                message = messages.recv() => match message {
-                    Ok(message) => match message.value.as_bytes().map(sluice::broker::decode_event) {
-                        Some(Ok(event)) => self.deliver(&event),
-                        Some(Err(error)) => warn!(%error, "ignoring undecodable event"),
-                        None => warn!("ignoring event that is not bytes"),
+        let refresh_wanted = Notify::new();
+        let receive = async {
+            let mut messages = subscriber.message_rx();
+            let mut reconnects = subscriber.reconnect_rx();
+            let mut poll = tokio::time::interval(poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    message = messages.recv() => match message {
+                        Ok(message) => match message.value.as_bytes().map(sluice::broker::decode_event) {
+                            Some(Ok(event)) => self.deliver(&event),
+                            Some(Err(error)) => warn!(%error, "ignoring undecodable event"),
+                            None => warn!("ignoring event that is not bytes"),
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
+                            warn!(skipped, "event receiver lagged; refreshing watched batches");
+                            refresh_wanted.notify_one();
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
-                        warn!(skipped, "event receiver lagged; refreshing watched batches");
-                        self.refresh().await;
+                    reconnected = reconnects.recv() => {
+                        debug!(?reconnected, "subscriber reconnected; refreshing watched batches");
+                        refresh_wanted.notify_one();
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
-                reconnected = reconnects.recv() => {
-                    debug!(?reconnected, "subscriber reconnected; refreshing watched batches");
-                    self.refresh().await;
+                    _ = poll.tick() => refresh_wanted.notify_one(),
                 }
-                _ = poll.tick() => self.refresh().await,
             }
-        }
+        };
+        let refresh = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = refresh_wanted.notified() => self.refresh().await,
+                }
+            }
+        };
+        tokio::join!(receive, refresh);
         if let Err(error) = subscriber.quit().await {
             debug!(%error, "subscriber quit failed");
         }

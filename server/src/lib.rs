@@ -26,6 +26,9 @@ mod results;
 mod service;
 mod watch;
 
+/// Events the subscriber's channel holds for the hub (an event is about 100 bytes).
+const SUBSCRIBER_CHANNEL_CAPACITY: usize = 4096;
+
 pub use config::ServerConfig;
 
 /// Why the server could not start or stopped abnormally.
@@ -72,8 +75,13 @@ pub async fn run_with_tasks(
     );
     broker.ensure_group().await?;
 
-    let subscriber =
-        sluice::broker::redis_builder(&connection.redis_url)?.build_subscriber_client()?;
+    // Events arrive in bursts (every worker's chunk at once); fred's default channel of 32
+    // overflows at the first scheduling hiccup, and each overflow costs a refresh.
+    let subscriber = sluice::broker::redis_builder(&connection.redis_url)?
+        .with_performance_config(|performance| {
+            performance.broadcast_channel_capacity = SUBSCRIBER_CHANNEL_CAPACITY;
+        })
+        .build_subscriber_client()?;
     subscriber.init().await?;
     let _resubscriber = AbortOnDrop(subscriber.manage_subscriptions());
     subscriber.subscribe(keys.event_channel()).await?;
