@@ -1,13 +1,15 @@
 //! The reconciler's repairs, on states a crash between two writes leaves behind: a chunk whose
 //! results were stored but never counted (the worker died in between, and its message is gone)
-//! is recounted from the stored results, and the batch, done but never finished, is finished.
+//! is recounted from the stored results, and the batch, done but never finished, is finished;
+//! an upload whose server died before sealing it is removed.
 use std::time::Duration;
 
 use fred::interfaces::StreamsInterface;
 use integration_tests::*;
 use mongodb::bson::DateTime;
 use sluice::api::BatchState;
-use sluice::store::ResultOrigin;
+use sluice::model::{NewChunk, Payload};
+use sluice::store::{BatchRecord, ResultOrigin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_worker_died_between_two_writes_is_recounted_and_finished() {
@@ -75,5 +77,85 @@ async fn a_batch_whose_worker_died_between_two_writes_is_recounted_and_finished(
         .expect("read")
         .expect("batch");
     assert_eq!(record.generation, 1, "counted once, by a recount");
+    env.finish().await;
+}
+
+/// What a server that died in the middle of an upload leaves: an open batch document, some of
+/// its chunks and its idempotency key. An hour later the reconciler removes all of it (as the
+/// server would have, had the upload failed), and leaves a younger open upload alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_abandoned_while_open_is_removed_after_an_hour() {
+    let mut env = TestEnv::new("abandoned").await;
+    let two_hours_ago = DateTime::from_millis(DateTime::now().timestamp_millis() - 7_200_000);
+    let open_batch = |id: &str, created_at: DateTime, key: Option<&str>| BatchRecord {
+        id: id.to_owned(),
+        task: "echo".to_owned(),
+        params: String::new(),
+        state: sluice::model::BatchState::Queued,
+        counters: Default::default(),
+        chunk_size: 2,
+        sequence: 1,
+        created_at,
+        updated_at: created_at,
+        finished_at: None,
+        idempotency_key: key.map(str::to_owned),
+        generation: 0,
+        open: true,
+    };
+    let abandoned = open_batch("abandoned-upload", two_hours_ago, Some("key-1"));
+    let streaming = open_batch("streaming-upload", DateTime::now(), None);
+    for batch in [&abandoned, &streaming] {
+        env.store.insert_batch(batch).await.expect("insert batch");
+    }
+    let chunks: Vec<NewChunk> = (0..2)
+        .map(|index| NewChunk {
+            index,
+            first_item: index * 2,
+            items: vec![Payload::Text("{}".into()); 2],
+        })
+        .collect();
+    for batch in [&abandoned, &streaming] {
+        env.store
+            .insert_chunks(&batch.id, &chunks)
+            .await
+            .expect("insert chunks");
+    }
+    let claimed = env
+        .store
+        .claim_idempotency_key("key-1", &abandoned.id)
+        .await
+        .expect("claim");
+    assert_eq!(claimed, None);
+
+    let mut config = env.worker_config();
+    config.reconcile_interval = Duration::from_millis(300);
+    env.start_worker_with(config);
+    let batch_ids = |docs: Vec<mongodb::bson::Document>, field: &str| -> Vec<String> {
+        let mut ids: Vec<String> = docs
+            .iter()
+            .map(|doc| doc.get_str(field).expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    eventually(
+        "the abandoned upload's removal",
+        Duration::from_secs(20),
+        || async {
+            let batches = batch_ids(env.documents("batches").await, "_id");
+            (batches == ["streaming-upload"]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        batch_ids(env.documents("chunks").await, "batch_id"),
+        ["streaming-upload"],
+        "the abandoned upload's chunks are removed, the live upload's kept"
+    );
+    assert!(
+        env.documents("idempotency_keys").await.is_empty(),
+        "the abandoned upload's idempotency key is released"
+    );
     env.finish().await;
 }

@@ -11,6 +11,13 @@
 //! - uploads abandoned while open (their server died before sealing them) an hour after they
 //!   started: they are removed, as a failed upload would have been.
 //!
+//! A batch that is merely waiting for workers is left alone without reading its results: while
+//! a queue holds at least as many of its chunks as it has chunks left to do, none can be lost,
+//! and a chunk stored but never counted still has its message pending. Reading every waiting
+//! batch's results made each pass cost (waiting batches) × (stored results) on FerretDB, which
+//! cannot use an index for `{batch_id}`: a backlog of a thousand small batches kept both cores
+//! busy.
+//!
 //! Every worker runs one; a Redis lock lets one pass run at a time, and every repair is
 //! idempotent (results are stored once per chunk, recounts replace counts), so running it in
 //! many processes is safe.
@@ -20,6 +27,7 @@ use std::time::Duration;
 use mongodb::bson::DateTime;
 use sluice::broker::{Broker, QueuedChunk};
 use sluice::lock::RedisLock;
+use sluice::model::Counters;
 use sluice::progress::Progress;
 use sluice::store::{BatchRecord, Store};
 use sluice::Error;
@@ -115,6 +123,9 @@ impl Reconciler {
     }
 
     async fn reconcile(&self, mut batch: BatchRecord, queued: &HashSet<u64>) -> Result<(), Error> {
+        if merely_waiting(&batch.counters, queued.len()) {
+            return Ok(());
+        }
         let stored: HashSet<u64> = self
             .store
             .stored_chunk_tallies(&batch.id)
@@ -154,5 +165,53 @@ impl Reconciler {
             self.broker.enqueue_chunks(&batch.id, &references).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a live batch with `counters` and `queued` chunks on the stream or the retry set has
+/// every chunk it still needs on a queue, so there is nothing to repair yet.
+fn merely_waiting(counters: &Counters, queued: usize) -> bool {
+    let outstanding = counters.chunks_total.saturating_sub(counters.chunks_done);
+    outstanding > 0 && queued as u64 >= outstanding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(chunks_total: u64, chunks_done: u64) -> Counters {
+        Counters {
+            chunks_total,
+            chunks_done,
+            ..Counters::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_with_every_chunk_left_on_a_queue_is_merely_waiting() {
+        assert!(merely_waiting(&counters(10, 0), 10));
+        assert!(merely_waiting(&counters(10, 7), 3));
+        // Chunks done but not yet acknowledged are still on the stream.
+        assert!(merely_waiting(&counters(10, 7), 5));
+    }
+
+    #[test]
+    fn a_batch_missing_a_chunk_from_the_queues_or_done_is_checked() {
+        assert!(
+            !merely_waiting(&counters(10, 0), 9),
+            "a chunk is on no queue"
+        );
+        assert!(
+            !merely_waiting(&counters(10, 7), 2),
+            "a chunk is on no queue"
+        );
+        assert!(
+            !merely_waiting(&counters(10, 10), 0),
+            "done but not finished"
+        );
+        assert!(
+            !merely_waiting(&counters(10, 10), 2),
+            "done but not finished"
+        );
     }
 }
