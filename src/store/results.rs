@@ -47,12 +47,17 @@ impl Store {
         batch_id: &str,
         chunks: std::ops::Range<u64>,
     ) -> Result<Vec<ItemResult>> {
-        let ids: Vec<String> = chunks.map(|index| chunk_id(batch_id, index)).collect();
-        let cursor = self.results.find(doc! { "_id": { "$in": &ids } }).await?;
-        let mut docs: Vec<ResultDoc> = cursor.try_collect().await?;
-        docs.sort_by_key(|doc| doc.chunk_index);
+        // One lookup by `_id` per chunk, side by side, rather than one `$in`: FerretDB answers
+        // `$in` with a scan of the whole collection (a 200,000-item batch took 67 s to list),
+        // while an `_id` equality uses the index on both servers.
+        let lookups = chunks.map(|index| async move {
+            self.results
+                .find_one(doc! { "_id": chunk_id(batch_id, index) })
+                .await
+        });
+        let docs = futures::future::try_join_all(lookups).await?;
         let mut results = Vec::new();
-        for doc in docs {
+        for doc in docs.into_iter().flatten() {
             for (offset, stored) in doc.outcomes.iter().enumerate() {
                 let index = doc.first_item as u64 + offset as u64;
                 results.push(ItemResult {
