@@ -162,7 +162,7 @@ fn ferret_binary() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .expect("HOME or XDG_CACHE_HOME is set");
-    let binary = cache.join("ferretdb-v1.24.2-idfix1/bin/ferretdb");
+    let binary = cache.join("ferretdb-v1.24.2-idfix2/bin/ferretdb");
     assert!(
         binary.exists(),
         "{} is missing: run dev/stack up",
