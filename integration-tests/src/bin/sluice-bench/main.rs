@@ -38,9 +38,10 @@ enum Workload {
     W5,
 }
 
-/// Flags (`dev/bench` passes the stack's addresses and process ids).
+/// Sluice's benchmark: W1 to W5 side by side with a Celery peer and the machine's ceilings.
+/// Run it through `dev/bench`, which starts the stack and passes the flags it needs.
 #[derive(Debug, Parser)]
-#[command(name = "sluice-bench", about)]
+#[command(name = "sluice-bench")]
 struct Args {
     /// Smaller inputs and fewer repetitions.
     #[arg(long)]

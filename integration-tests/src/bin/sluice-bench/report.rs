@@ -492,6 +492,9 @@ impl Results {
                 );
             }
         }
+        if number("w5_server_rss_mb").is_nan() && number("w5_rss_per_watcher_kb").is_nan() {
+            return out;
+        }
         let _ = writeln!(
             out,
             "\nW5 memory: server peak {:.1} MiB, worker peak {:.1} MiB (during W1); {:.1} KiB per idle watcher ({} watchers)",
