@@ -278,7 +278,7 @@ def verify(args, run, items, chunks, collection):
         return len(good)
     import tasks
     by_index = {chunk_index: (first, chunk) for chunk_index, first, chunk in chunks}
-    for doc in collection.find({}, batch_size=100):
+    for doc in collection.find({}, batch_size=16):
         chunk_index = doc.get("chunk_index")
         if chunk_index not in by_index or doc["_id"] != tasks.chunk_id(run, chunk_index):
             continue

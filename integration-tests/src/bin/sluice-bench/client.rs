@@ -142,6 +142,10 @@ pub(crate) async fn verify_outputs(
         .database()
         .collection::<Document>("results")
         .find(doc! {})
+        // FerretDB fills a reply with up to 101 documents whatever their size, and a result
+        // document of a 5,000-item chunk is about 600 KB: a default batch exceeds the driver's
+        // 48 MB message limit. Sixteen stay under 10 MB.
+        .batch_size(16)
         .await?;
     while let Some(result) = cursor.try_next().await? {
         let batch_id = result.get_str("batch_id")?;
