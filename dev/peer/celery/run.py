@@ -278,6 +278,8 @@ def verify(args, run, items, chunks, collection):
         return len(good)
     import tasks
     by_index = {chunk_index: (first, chunk) for chunk_index, first, chunk in chunks}
+    # Small batches: FerretDB puts up to 101 documents in a reply whatever their size, and a
+    # 5,000-item chunk's document is about 600 KB (over pymongo's 48 MB message limit at 101).
     for doc in collection.find({}, batch_size=16):
         chunk_index = doc.get("chunk_index")
         if chunk_index not in by_index or doc["_id"] != tasks.chunk_id(run, chunk_index):
