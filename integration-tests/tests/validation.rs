@@ -1,5 +1,7 @@
 //! Every validation rule answers INVALID_ARGUMENT naming the field, and writes nothing: no
 //! batch, chunk or result document, no idempotency key, no stream message.
+use std::time::Duration;
+
 use integration_tests::*;
 use sluice::api::{self, upload_batch_request::Content};
 use tonic::Code;
@@ -249,6 +251,70 @@ async fn a_bad_upload_leaves_nothing_behind() {
         .and_then(|b| b.counters)
         .expect("counters");
     assert_eq!((counters.items_total, counters.chunks_total), (7, 4));
+    env.finish().await;
+}
+
+/// A client that goes away mid-upload (its call cancelled: HTTP/2 RST_STREAM) leaves nothing:
+/// the chunks already stored and enqueued are withdrawn and deleted with the open batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_client_abandons_leaves_nothing_behind() {
+    let mut env = TestEnv::new("abandon").await;
+    let address = env.start_server().await;
+    let mut client = env.client(address).await;
+    let (pieces, received) = tokio::sync::mpsc::channel(4);
+    pieces
+        .send(api::UploadBatchRequest {
+            content: Some(Content::Header(api::UploadHeader {
+                task: "echo".into(),
+                chunk_size: Some(2),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("send header");
+    // Ten items make five chunks: the first four are stored and enqueued at once.
+    pieces
+        .send(api::UploadBatchRequest {
+            content: Some(Content::Items(api::UploadItems {
+                items: json_items(10),
+            })),
+        })
+        .await
+        .expect("send items");
+    let upload = tokio::spawn(async move {
+        client
+            .upload_batch(tokio_stream::wrappers::ReceiverStream::new(received))
+            .await
+    });
+    eventually("four chunks enqueued", Duration::from_secs(10), || async {
+        (env.stream_length().await == 4).then_some(())
+    })
+    .await;
+    let listed = env
+        .client(address)
+        .await
+        .list_batches(api::ListBatchesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.batches.is_empty(), "an open upload is invisible");
+    // The call is dropped while its request stream is still open (the sender lives on), so
+    // the client resets the stream rather than ending it.
+    upload.abort();
+    eventually("the upload's removal", Duration::from_secs(10), || async {
+        let mut left = env.stream_length().await;
+        for collection in ["batches", "chunks", "results"] {
+            left += env.documents(collection).await.len() as u64;
+        }
+        eprintln!(
+            "DEBUG left {left} stream {} batches {:?}",
+            env.stream_length().await,
+            env.documents("batches").await
+        );
+        (left == 0).then_some(())
+    })
+    .await;
+    drop(pieces);
     env.finish().await;
 }
 

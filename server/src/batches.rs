@@ -14,7 +14,10 @@ use sluice::model::{
 use sluice::store::{BatchRecord, Store};
 use sluice::tasks::TaskRegistry;
 use sluice::Error;
-use tracing::{info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use crate::presence::Asker;
 
 /// Chunks written to MongoDB per `insert_many` while a batch streams in.
 const CHUNKS_PER_WRITE: usize = 4;
@@ -27,12 +30,12 @@ const INLINE_CHUNK_BYTES: usize = 1 << 20;
 const INLINE_BACKLOG: u64 = 64;
 
 /// The batch header fields, as every submit path receives them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Header<'a> {
-    pub(crate) task: &'a str,
-    pub(crate) params: &'a str,
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) task: String,
+    pub(crate) params: String,
     pub(crate) chunk_size: Option<u32>,
-    pub(crate) idempotency_key: &'a str,
+    pub(crate) idempotency_key: String,
 }
 
 /// The batch-creating side of the service.
@@ -43,6 +46,8 @@ pub(crate) struct Batches {
     pub(crate) progress: sluice::progress::Progress,
     pub(crate) registry: TaskRegistry,
     pub(crate) limits: Limits,
+    /// Where creates run (see [`Batches::detached`]), so shutdown waits for them.
+    pub(crate) tasks: TaskTracker,
 }
 
 /// A batch being written.
@@ -59,7 +64,52 @@ impl Batches {
     /// Creates a batch from a whole list of items.
     pub(crate) async fn create(
         &self,
-        header: Header<'_>,
+        header: Header,
+        items: Vec<api::Payload>,
+    ) -> Result<BatchRecord, Error> {
+        let batches = self.clone();
+        self.detached(async move { batches.create_here(&header, items).await })
+            .await
+    }
+
+    /// Creates a batch from an upload stream whose header was already read; the batch is
+    /// sealed only if `client` confirms the stream's end was not a cancellation.
+    pub(crate) async fn upload<S>(
+        &self,
+        header: Header,
+        pieces: S,
+        client: Asker,
+    ) -> Result<BatchRecord, Error>
+    where
+        S: Stream<Item = Result<Vec<api::Payload>, Error>> + Unpin + Send + 'static,
+    {
+        let batches = self.clone();
+        self.detached(async move { batches.upload_here(&header, pieces, client).await })
+            .await
+    }
+
+    /// Runs a create to its end on a task of its own. A client that cancels its call (HTTP/2
+    /// RST_STREAM) makes the server drop the call's handler at its next await; a create dropped
+    /// between two writes would leave an open batch and enqueued chunks behind. On its own task
+    /// the create runs on: an upload sees the reset stream as an error and removes what it
+    /// wrote, and a whole-request create completes, as one whose answer was lost would.
+    async fn detached<F>(&self, create: F) -> Result<BatchRecord, Error>
+    where
+        F: std::future::Future<Output = Result<BatchRecord, Error>> + Send + 'static,
+    {
+        self.tasks
+            .spawn(create.in_current_span())
+            .await
+            .unwrap_or_else(|error| {
+                Err(Error::Unavailable(format!(
+                    "the batch could not be created ({error}); retry"
+                )))
+            })
+    }
+
+    async fn create_here(
+        &self,
+        header: &Header,
         items: Vec<api::Payload>,
     ) -> Result<BatchRecord, Error> {
         let spec = self.validate_header(header)?;
@@ -74,15 +124,15 @@ impl Batches {
             .enumerate()
             .map(|(index, item)| self.item(index as u64, item))
             .collect::<Result<Vec<_>, _>>()?;
-        self.write(spec, futures::stream::iter(items.into_iter().map(Ok)))
+        self.write(spec, futures::stream::iter(items.into_iter().map(Ok)), None)
             .await
     }
 
-    /// Creates a batch from an upload stream whose header was already read.
-    pub(crate) async fn upload<S>(
+    async fn upload_here<S>(
         &self,
-        header: Header<'_>,
+        header: &Header,
         pieces: S,
+        client: Asker,
     ) -> Result<BatchRecord, Error>
     where
         S: Stream<Item = Result<Vec<api::Payload>, Error>> + Unpin,
@@ -101,15 +151,15 @@ impl Batches {
                 next_index += 1;
                 item.and_then(|item| self.item(index, item))
             });
-        self.write(spec, Box::pin(items)).await
+        self.write(spec, Box::pin(items), Some(client)).await
     }
 
-    fn validate_header(&self, header: Header<'_>) -> Result<BatchSpec, Error> {
+    fn validate_header(&self, header: &Header) -> Result<BatchSpec, Error> {
         BatchSpec::validate(
-            header.task,
-            header.params,
+            &header.task,
+            &header.params,
             header.chunk_size,
-            header.idempotency_key,
+            &header.idempotency_key,
             &self.limits,
             &self.registry,
         )
@@ -134,7 +184,12 @@ impl Batches {
     }
 
     /// Writes a validated batch whose items arrive as a stream.
-    async fn write<S>(&self, spec: BatchSpec, items: S) -> Result<BatchRecord, Error>
+    async fn write<S>(
+        &self,
+        spec: BatchSpec,
+        items: S,
+        client: Option<Asker>,
+    ) -> Result<BatchRecord, Error>
     where
         S: Stream<Item = Result<sluice::model::Payload, Error>> + Unpin,
     {
@@ -171,7 +226,7 @@ impl Batches {
         // The batch document comes first, open: workers start on each chunk as soon as it is
         // stored, while clients see the batch only once it is sealed with its totals.
         let written = match self.store.insert_batch(&opened).await {
-            Ok(()) => self.fill(&mut draft, items).await,
+            Ok(()) => self.fill(&mut draft, items, client).await,
             Err(error) => Err(error),
         };
         if written.is_err() {
@@ -180,7 +235,12 @@ impl Batches {
         written
     }
 
-    async fn fill<S>(&self, draft: &mut Draft, mut items: S) -> Result<BatchRecord, Error>
+    async fn fill<S>(
+        &self,
+        draft: &mut Draft,
+        mut items: S,
+        client: Option<Asker>,
+    ) -> Result<BatchRecord, Error>
     where
         S: Stream<Item = Result<sluice::model::Payload, Error>> + Unpin,
     {
@@ -201,6 +261,13 @@ impl Batches {
         }
         draft.pending.extend(draft.chunker.finish());
         self.flush(draft).await?;
+        if let Some(client) = client {
+            if !client.client_is_there().await {
+                return Err(Error::Unavailable(
+                    "the client cancelled the upload; nothing was accepted".to_owned(),
+                ));
+            }
+        }
         let sealed = self
             .progress
             .seal(

@@ -22,6 +22,7 @@ mod batches;
 mod config;
 mod health;
 mod hub;
+mod presence;
 mod results;
 mod service;
 mod watch;
@@ -117,6 +118,7 @@ pub async fn run_with_tasks(
             broker,
             registry,
             limits: config.limits(),
+            tasks: tasks.clone(),
         },
         watches: watch::Watches {
             store,

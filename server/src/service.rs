@@ -56,10 +56,10 @@ impl Service {
         self.check_size(&request)?;
         let items = std::mem::take(&mut request.items);
         let header = Header {
-            task: &request.task,
-            params: &request.params,
+            task: request.task,
+            params: request.params,
             chunk_size: request.chunk_size,
-            idempotency_key: &request.idempotency_key,
+            idempotency_key: request.idempotency_key,
         };
         let record = self.batches.create(header, items).await?;
         tracing::Span::current().record("batch_id", record.id.as_str());
@@ -183,12 +183,15 @@ impl BatchService for Service {
             ))),
         });
         let header = Header {
-            task: &header.task,
-            params: &header.params,
+            task: header.task,
+            params: header.params,
             chunk_size: header.chunk_size,
-            idempotency_key: &header.idempotency_key,
+            idempotency_key: header.idempotency_key,
         };
-        let record = self.batches.upload(header, pieces).await?;
+        let (client, answerer) = crate::presence::pair();
+        let record = answerer
+            .answer_while(self.batches.upload(header, pieces, client))
+            .await?;
         tracing::Span::current().record("batch_id", record.id.as_str());
         Ok(Response::new(api::UploadBatchResponse {
             batch: Some((&record).into()),
