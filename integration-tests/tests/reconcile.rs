@@ -139,23 +139,23 @@ async fn an_upload_abandoned_while_open_is_removed_after_an_hour() {
         ids.dedup();
         ids
     };
-    eventually(
-        "the abandoned upload's removal",
-        Duration::from_secs(20),
-        || async {
-            let batches = batch_ids(env.documents("batches").await, "_id");
-            (batches == ["streaming-upload"]).then_some(())
-        },
-    )
+    // The batch document goes first, then its chunks, then its key: wait for the last.
+    eventually("the released key", Duration::from_secs(20), || async {
+        env.documents("idempotency_keys")
+            .await
+            .is_empty()
+            .then_some(())
+    })
     .await;
+    assert_eq!(
+        batch_ids(env.documents("batches").await, "_id"),
+        ["streaming-upload"],
+        "the abandoned upload is removed, the live upload kept"
+    );
     assert_eq!(
         batch_ids(env.documents("chunks").await, "batch_id"),
         ["streaming-upload"],
         "the abandoned upload's chunks are removed, the live upload's kept"
-    );
-    assert!(
-        env.documents("idempotency_keys").await.is_empty(),
-        "the abandoned upload's idempotency key is released"
     );
     env.finish().await;
 }
