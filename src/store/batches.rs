@@ -12,6 +12,8 @@ use crate::model::{BatchState, Counters};
 
 /// The states in which a batch can still change.
 const LIVE_STATES: [&str; 2] = ["queued", "running"];
+/// Lookups by `_id` [`Store::get_batches`] keeps in flight.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 impl Store {
     /// Creates the batch document, which makes the batch visible. Chunks must be stored first.
@@ -70,10 +72,21 @@ impl Store {
         doc.map(BatchRecord::try_from).transpose()
     }
 
-    /// Several batches at once (missing ids are left out).
+    /// Several batches at once (missing ids are left out). One `_id` lookup per batch, a few
+    /// at a time, rather than one `$in`: FerretDB answers `$in` with a scan of every batch ever
+    /// stored, and servers re-read their watched batches every poll interval.
     pub async fn get_batches(&self, batch_ids: &[String]) -> Result<Vec<BatchRecord>> {
-        self.find_batches(doc! { "_id": { "$in": batch_ids } }, None)
-            .await
+        let mut found = Vec::with_capacity(batch_ids.len());
+        for group in batch_ids.chunks(LOOKUPS_AT_ONCE) {
+            let lookups = group.iter().map(|batch_id| self.get_batch(batch_id));
+            found.extend(
+                futures::future::try_join_all(lookups)
+                    .await?
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        Ok(found)
     }
 
     /// Up to `limit` batches, newest first, optionally in one state, older than `before_id`.
