@@ -55,6 +55,28 @@ pub fn text(value: &str) -> api::Payload {
     }
 }
 
+/// The first message of an `echo` upload in chunks of `chunk_size`.
+pub fn echo_upload_header(chunk_size: u32) -> api::UploadBatchRequest {
+    api::UploadBatchRequest {
+        content: Some(api::upload_batch_request::Content::Header(
+            api::UploadHeader {
+                task: "echo".into(),
+                chunk_size: Some(chunk_size),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A later message of an upload, carrying `items`.
+pub fn upload_items(items: Vec<api::Payload>) -> api::UploadBatchRequest {
+    api::UploadBatchRequest {
+        content: Some(api::upload_batch_request::Content::Items(
+            api::UploadItems { items },
+        )),
+    }
+}
+
 /// Reads an event stream to its end (with the batch timeout), returning every event.
 pub async fn collect_events<T>(
     stream: tonic::Streaming<T>,

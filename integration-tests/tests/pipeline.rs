@@ -142,28 +142,17 @@ async fn two_workers_share_one_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_is_worked_on_while_it_streams_and_seen_once_sealed() {
-    use sluice::api::upload_batch_request::Content;
-
     let mut env = TestEnv::new("overlap").await;
     let address = env.start_server().await;
     env.start_worker(2).await;
     let mut client = env.client(address).await;
     let (sender, receiver) = tokio::sync::mpsc::channel(8);
-    let header = api::UploadBatchRequest {
-        content: Some(Content::Header(api::UploadHeader {
-            task: "echo".into(),
-            chunk_size: Some(2),
-            ..Default::default()
-        })),
-    };
-    let piece = |range: std::ops::Range<usize>| api::UploadBatchRequest {
-        content: Some(Content::Items(api::UploadItems {
-            items: range.map(|i| text(&format!("{{\"i\":{i}}}"))).collect(),
-        })),
-    };
-    sender.send(header).await.expect("send");
+    sender.send(echo_upload_header(2)).await.expect("send");
     // 10 items: five chunks of 2, the first four stored (and queued) at the first flush.
-    sender.send(piece(0..10)).await.expect("send");
+    sender
+        .send(upload_items(json_items(10)))
+        .await
+        .expect("send");
     let upload = tokio::spawn(async move {
         client
             .upload_batch(tokio_stream::wrappers::ReceiverStream::new(receiver))
@@ -195,7 +184,10 @@ async fn an_upload_is_worked_on_while_it_streams_and_seen_once_sealed() {
         .expect_err("an open batch is not visible");
     assert_eq!(hidden.code(), tonic::Code::NotFound);
 
-    sender.send(piece(10..13)).await.expect("send");
+    sender
+        .send(upload_items(json_items(13).split_off(10)))
+        .await
+        .expect("send");
     drop(sender);
     let accepted = upload
         .await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use integration_tests::*;
-use sluice::api::{self, upload_batch_request::Content};
+use sluice::api;
 use tonic::Code;
 
 struct Case {
@@ -185,21 +185,15 @@ async fn a_bad_upload_leaves_nothing_behind() {
     config.max_item_bytes = 16;
     let address = env.start_server_with(config).await;
     let mut client = env.client(address).await;
-    let header = |chunk_size| api::UploadBatchRequest {
-        content: Some(Content::Header(api::UploadHeader {
-            task: "echo".into(),
-            chunk_size: Some(chunk_size),
-            ..Default::default()
-        })),
-    };
-    let items = |items| api::UploadBatchRequest {
-        content: Some(Content::Items(api::UploadItems { items })),
-    };
 
     // Four full chunks are written before item 10 turns out to be too large: all are removed.
     let mut bad_piece = json_items(5);
     bad_piece.push(text("this item is over sixteen bytes"));
-    let messages = vec![header(2), items(json_items(5)), items(bad_piece)];
+    let messages = vec![
+        echo_upload_header(2),
+        upload_items(json_items(5)),
+        upload_items(bad_piece),
+    ];
     let status = client
         .upload_batch(futures::stream::iter(messages))
         .await
@@ -213,7 +207,7 @@ async fn a_bad_upload_leaves_nothing_behind() {
     assert_nothing_written(&env, "oversized item mid-upload").await;
 
     let status = client
-        .upload_batch(futures::stream::iter(vec![items(json_items(1))]))
+        .upload_batch(futures::stream::iter(vec![upload_items(json_items(1))]))
         .await
         .expect_err("no header");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -223,7 +217,7 @@ async fn a_bad_upload_leaves_nothing_behind() {
         status.message()
     );
     let status = client
-        .upload_batch(futures::stream::iter(vec![header(2)]))
+        .upload_batch(futures::stream::iter(vec![echo_upload_header(2)]))
         .await
         .expect_err("no items");
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -233,14 +227,21 @@ async fn a_bad_upload_leaves_nothing_behind() {
         status.message()
     );
     let status = client
-        .upload_batch(futures::stream::iter(vec![header(2), header(2)]))
+        .upload_batch(futures::stream::iter(vec![
+            echo_upload_header(2),
+            echo_upload_header(2),
+        ]))
         .await
         .expect_err("two headers");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_nothing_written(&env, "malformed uploads").await;
 
     // A good upload of 7 items in pieces makes 4 chunks.
-    let messages = vec![header(2), items(json_items(3)), items(json_items(4))];
+    let messages = vec![
+        echo_upload_header(2),
+        upload_items(json_items(3)),
+        upload_items(json_items(4)),
+    ];
     let batch = client
         .upload_batch(futures::stream::iter(messages))
         .await
@@ -263,22 +264,12 @@ async fn an_upload_the_client_abandons_leaves_nothing_behind() {
     let mut client = env.client(address).await;
     let (pieces, received) = tokio::sync::mpsc::channel(4);
     pieces
-        .send(api::UploadBatchRequest {
-            content: Some(Content::Header(api::UploadHeader {
-                task: "echo".into(),
-                chunk_size: Some(2),
-                ..Default::default()
-            })),
-        })
+        .send(echo_upload_header(2))
         .await
         .expect("send header");
     // Ten items make five chunks: the first four are stored and enqueued at once.
     pieces
-        .send(api::UploadBatchRequest {
-            content: Some(Content::Items(api::UploadItems {
-                items: json_items(10),
-            })),
-        })
+        .send(upload_items(json_items(10)))
         .await
         .expect("send items");
     let upload = tokio::spawn(async move {

@@ -16,7 +16,8 @@ const LIVE_STATES: [&str; 2] = ["queued", "running"];
 const LOOKUPS_AT_ONCE: usize = 16;
 
 impl Store {
-    /// Creates the batch document, which makes the batch visible. Chunks must be stored first.
+    /// Creates the batch document. Stored `open`, it stays invisible to clients until it is
+    /// sealed; it must exist before any of its chunks is enqueued, so workers find it.
     pub async fn insert_batch(&self, record: &BatchRecord) -> Result<()> {
         self.batches.insert_one(BatchDoc::from(record)).await?;
         Ok(())
